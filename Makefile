@@ -1,0 +1,48 @@
+# Batch image inference notebooks: `make run` runs them, `make test` tests them.
+# Every target creates the virtual environment (.venv) first when it is missing.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+READY := $(VENV)/.ready
+KERNEL := batch-inference
+
+# One notebook and papermill overrides, e.g.  make run NB=01 P="num_images=50 batch_size=8"
+NB ?=
+P ?=
+JOB_ARGS := $(if $(NB),--only $(NB)) $(foreach kv,$(P),-p $(firstword $(subst =, ,$(kv))) $(patsubst $(firstword $(subst =, ,$(kv)))=%,%,$(kv)))
+
+.PHONY: setup run smoke test lab lint style clean
+
+setup: $(READY)
+
+$(READY): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (batch inference)" >/dev/null
+	touch $(READY)
+
+run: $(READY)  ## every notebook with its default parameters (pretrained weights, real data)
+	$(BIN)/python -m nbhelpers.jobs $(JOB_ARGS)
+
+smoke: $(READY)  ## every notebook offline: random weights, the sample photos, a few images
+	$(BIN)/python -m nbhelpers.jobs --smoke $(JOB_ARGS)
+
+test: $(READY)  ## unit tests and every notebook executed offline
+	$(BIN)/python -m pytest
+
+lab: $(READY)  ## JupyterLab with the project's kernel
+	$(BIN)/jupyter lab notebooks
+
+lint: $(READY)  ## ruff on the package, the tests and the notebooks
+	$(BIN)/ruff check nbhelpers tests benchmarks notebooks
+	$(BIN)/ruff format --check nbhelpers tests benchmarks notebooks
+
+style: $(READY)  ## fix what ruff can fix
+	$(BIN)/ruff check --fix nbhelpers tests benchmarks notebooks
+	$(BIN)/ruff format nbhelpers tests benchmarks notebooks
+
+clean:  ## outputs and caches (keeps .venv; `rm -rf .venv` for a fresh start)
+	rm -rf outputs .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

@@ -1,0 +1,64 @@
+"""Actor-pool sizing: the pool never takes the CPUs that reading and preprocessing need."""
+
+from __future__ import annotations
+
+import pytest
+
+from nbhelpers.cluster import ClusterResources, GPUUnavailableError, size_actor_pool
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 16])
+def test_cpu_only_pool_leaves_cpu_for_preprocessing(cpus):
+    plan = size_actor_pool(ClusterResources(cpus=cpus, gpus=0))
+    assert not plan.use_gpu and plan.gpus_per_actor == 0
+    assert plan.num_actors >= 1
+    used = plan.num_actors * plan.cpus_per_actor
+    assert used < cpus
+    assert plan.cpus_left_for_tasks == pytest.approx(cpus - used)
+    assert 0 < plan.cpus_per_task <= plan.cpus_left_for_tasks
+
+
+def test_pool_sizes_for_known_machines():
+    assert size_actor_pool(ClusterResources(1, 0)).cpus_per_actor == 0.5
+    two = size_actor_pool(ClusterResources(2, 0))
+    assert (two.num_actors, two.cpus_per_actor, two.cpus_left_for_tasks) == (1, 1.0, 1.0)
+    sixteen = size_actor_pool(ClusterResources(16, 0))
+    assert sixteen.num_actors * sixteen.cpus_per_actor == 12
+
+
+@pytest.mark.parametrize("cpus,gpus", [(1, 1), (2, 1), (16, 4)])
+def test_one_actor_per_gpu(cpus, gpus):
+    plan = size_actor_pool(ClusterResources(cpus=cpus, gpus=gpus))
+    assert plan.use_gpu and plan.num_actors == gpus and plan.gpus_per_actor == 1
+    assert plan.num_actors * plan.cpus_per_actor < cpus
+
+
+def test_more_actors_than_gpus_is_reduced_with_a_note():
+    plan = size_actor_pool(ClusterResources(cpus=16, gpus=2), num_actors=8)
+    assert plan.num_actors == 2
+    assert "2 GPU" in plan.describe()
+
+
+def test_more_actors_than_cpus_share_without_starving_tasks():
+    plan = size_actor_pool(ClusterResources(cpus=2, gpus=0), num_actors=4)
+    assert plan.num_actors == 4
+    assert plan.num_actors * plan.cpus_per_actor <= 1.0
+    assert plan.notes
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 16])
+def test_asking_for_gpus_without_any_fails_clearly(cpus):
+    with pytest.raises(GPUUnavailableError, match="no GPU.*use_gpu=False"):
+        size_actor_pool(ClusterResources(cpus=cpus, gpus=0), use_gpu=True)
+
+
+def test_use_gpu_false_ignores_gpus():
+    plan = size_actor_pool(ClusterResources(cpus=16, gpus=4), use_gpu=False)
+    assert not plan.use_gpu and plan.gpus_per_actor == 0
+
+
+def test_cpu_tasks_are_not_fused_into_actors():
+    # Equal per-task and per-actor CPUs would let Ray Data fuse decoding into the actor.
+    for cpus in (1, 2, 3, 16):
+        plan = size_actor_pool(ClusterResources(cpus=cpus, gpus=0))
+        assert plan.cpus_per_task != plan.cpus_per_actor

@@ -1,0 +1,52 @@
+"""Notebook 01 (ResNet152) executed end to end, offline, on CPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from nbhelpers.labels import IMAGENETTE_SYNSETS
+
+pytestmark = pytest.mark.notebook
+
+SUMMARY_FIELDS = {
+    "notebook", "num_images_in", "num_predicted", "num_failed", "images_per_second",
+    "accuracy", "parameters", "resources",
+}
+
+
+def check_contract(run, expected_paths: int) -> None:
+    """What DESIGN.md promises for every run: one row per image, counts that add up."""
+    summary, predictions = run.summary, run.predictions
+    assert SUMMARY_FIELDS <= set(summary)
+    assert len(predictions) == expected_paths == summary["num_images_in"]
+    assert predictions["path"].is_unique
+    assert summary["num_predicted"] + summary["num_failed"] == summary["num_images_in"]
+    assert summary["num_failed"] == int(predictions["error"].notna().sum())
+    assert {"path", "error"} <= set(predictions.columns)
+    assert "image" not in predictions.columns
+    assert summary["images_per_second"] > 0
+    assert summary["resources"]["cpus"] > 0 and summary["resources"]["actors"] >= 1
+
+
+def test_sample_photos_offline(run_notebook, tmp_path, sample_photos):
+    run = run_notebook("01_resnet_classification", tmp_path, pretrained=False, data_uri="sample")
+    check_contract(run, len(sample_photos))
+    assert run.summary["num_failed"] == 0
+    assert run.summary["accuracy"] is None  # the sample photos carry no labels
+    assert run.summary["parity"]["ok"] and run.summary["parity"]["checked"] == 10
+    assert run.predictions["label"].notna().all()
+    assert (run.predictions["score"].between(0, 1)).all()
+
+
+def test_labelled_imagenette_folder(run_notebook, tmp_path, imagenette_folder):
+    run = run_notebook(
+        "01_resnet_classification", tmp_path, pretrained=False, data_uri=str(imagenette_folder), batch_size=3
+    )
+    check_contract(run, 8)
+    truth = run.predictions["true_index"]
+    assert truth.notna().all()
+    assert set(truth) <= set(IMAGENETTE_SYNSETS.values())
+    expected = (run.predictions["true_index"] == run.predictions["label_index"]).mean()
+    assert run.summary["accuracy"] == pytest.approx(expected)
+    assert run.summary["parity"]["ok"]
+    assert run.summary["parameters"]["batch_size"] == 3
