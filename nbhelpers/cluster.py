@@ -132,7 +132,9 @@ def size_actor_pool(
         most = int(resources.gpus)
         actors = most if num_actors is None else min(num_actors, most)
         if num_actors is not None and num_actors > most:
-            notes.append(f"Asked for {num_actors} actors, the cluster has {most} GPU(s): using {actors}.")
+            notes.append(
+                f"Asked for {num_actors} actors, the cluster has {most} GPU(s): using {actors}."
+            )
         cpus_per_actor = min(1.0, for_actors / actors)
         gpus_per_actor = 1.0
     else:

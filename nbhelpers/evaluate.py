@@ -15,7 +15,11 @@ def accuracy(true: Sequence[int | None], predicted: Sequence[int]) -> float | No
 
     Returns ``None`` when no row has a label (nothing to evaluate against).
     """
-    pairs = [(t, p) for t, p in zip(true, predicted, strict=True) if t is not None and not pd.isna(t) and p >= 0]
+    pairs = [
+        (t, p)
+        for t, p in zip(true, predicted, strict=True)
+        if t is not None and not pd.isna(t) and p >= 0
+    ]
     if not pairs:
         return None
     return float(np.mean([t == p for t, p in pairs]))
@@ -29,10 +33,16 @@ def confusion_matrix(
     Rows are the true classes present; columns the same classes plus ``(other)``
     for predictions outside them (a 1000-class model can predict anything).
     """
-    pairs = [(int(t), int(p)) for t, p in zip(true, predicted, strict=True) if t is not None and not pd.isna(t) and p >= 0]
+    pairs = [
+        (int(t), int(p))
+        for t, p in zip(true, predicted, strict=True)
+        if t is not None and not pd.isna(t) and p >= 0
+    ]
     classes = sorted({t for t, _ in pairs})
     names = [categories[c] for c in classes]
-    matrix = pd.DataFrame(0, index=pd.Index(names, name="true"), columns=pd.Index([*names, OTHER], name="predicted"))
+    matrix = pd.DataFrame(
+        0, index=pd.Index(names, name="true"), columns=pd.Index([*names, OTHER], name="predicted")
+    )
     for t, p in pairs:
         matrix.loc[categories[t], categories[p] if p in classes else OTHER] += 1
     return matrix

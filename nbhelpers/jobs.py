@@ -45,7 +45,9 @@ def execute(notebook: Path, output_root: Path, parameters: dict[str, str], timeo
     for name, value in parameters.items():
         command += ["-p", name, value]
     try:
-        result = subprocess.run(command, timeout=timeout_s, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+        result = subprocess.run(
+            command, timeout=timeout_s, env=os.environ | {"PYTHONUNBUFFERED": "1"}
+        )
     except subprocess.TimeoutExpired as error:
         raise RuntimeError(f"{notebook.name} ran past {timeout_s}s and was stopped.") from error
     if result.returncode != 0:
@@ -56,10 +58,18 @@ def execute(notebook: Path, output_root: Path, parameters: dict[str, str], timeo
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point used by ``make run`` and ``make smoke``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="offline: random weights, sample photos")
+    parser.add_argument(
+        "--smoke", action="store_true", help="offline: random weights, sample photos"
+    )
     parser.add_argument("--only", help="run only the notebooks whose name contains this")
-    parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="papermill parameter, repeatable (None, True, False and numbers are typed)")
+    parser.add_argument(
+        "-p",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="papermill parameter, repeatable (None, True, False and numbers are typed)",
+    )
     parser.add_argument("--output-root", type=Path, default=PROJECT_ROOT / "outputs")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per notebook")
     args = parser.parse_args(argv)
@@ -71,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"==> {notebook.name} {parameters or '(default parameters)'}", flush=True)
         try:
             folder = execute(notebook, args.output_root, parameters, args.timeout)
-            print(f"<== {notebook.name}: done in {time.perf_counter() - start:.0f}s, results in {folder}")
+            print(
+                f"<== {notebook.name}: done in {time.perf_counter() - start:.0f}s, results in {folder}"
+            )
         except RuntimeError as error:
             print(f"<== {error}", file=sys.stderr)
             failures.append(notebook.name)

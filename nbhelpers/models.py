@@ -46,7 +46,9 @@ def classifier_spec(weights: Weights) -> ClassifierSpec:
         categories=tuple(weights.meta["categories"]),
         mean=tuple(transforms.mean),
         std=tuple(transforms.std),
-        preprocess=CenterCrop(resize_size=transforms.resize_size[0], crop_size=transforms.crop_size[0]),
+        preprocess=CenterCrop(
+            resize_size=transforms.resize_size[0], crop_size=transforms.crop_size[0]
+        ),
     )
 
 
@@ -65,7 +67,9 @@ def _network_timeout(seconds: float):
         socket.setdefaulttimeout(previous)
 
 
-def load_pretrained(builder: Callable[..., torch.nn.Module], weights: Weights, **kwargs) -> torch.nn.Module:
+def load_pretrained(
+    builder: Callable[..., torch.nn.Module], weights: Weights, **kwargs
+) -> torch.nn.Module:
     """``builder(weights=weights)``, with a clear error when the weights cannot be had.
 
     Raises:
@@ -87,7 +91,9 @@ def load_pretrained(builder: Callable[..., torch.nn.Module], weights: Weights, *
         ) from error
 
 
-def seeded(builder: Callable[..., torch.nn.Module], seed: int = OFFLINE_SEED, **kwargs) -> torch.nn.Module:
+def seeded(
+    builder: Callable[..., torch.nn.Module], seed: int = OFFLINE_SEED, **kwargs
+) -> torch.nn.Module:
     """``builder(weights=None, **kwargs)`` with random weights that are the same in every process."""
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)

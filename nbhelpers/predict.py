@@ -48,7 +48,12 @@ def classify(
     """
     if len(images) == 0:
         empty = np.array([], dtype=np.float32)
-        return {"label_index": np.array([], dtype=np.int64), "label": np.array([], dtype=object), "score": empty, "margin": empty}
+        return {
+            "label_index": np.array([], dtype=np.int64),
+            "label": np.array([], dtype=object),
+            "score": empty,
+            "margin": empty,
+        }
     with autocast_for(device):
         logits = model(to_model_input(images, spec, device))
     probabilities = logits.float().softmax(dim=1)
@@ -77,7 +82,10 @@ def classify_rows(
     rows = len(ok)
     out = {
         "path": batch["path"],
-        "error": np.array([None if good else error for good, error in zip(ok, batch["error"], strict=True)], dtype=object),
+        "error": np.array(
+            [None if good else error for good, error in zip(ok, batch["error"], strict=True)],
+            dtype=object,
+        ),
         "label_index": np.full(rows, -1, dtype=np.int64),
         "label": np.full(rows, None, dtype=object),
         "score": np.full(rows, np.nan, dtype=np.float32),

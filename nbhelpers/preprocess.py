@@ -38,7 +38,10 @@ class CenterCrop:
         """The cropped image as a ``(crop_size, crop_size, 3)`` uint8 array."""
         width, height = image.size
         scale = self.resize_size / min(width, height)
-        size = (max(self.crop_size, round(width * scale)), max(self.crop_size, round(height * scale)))
+        size = (
+            max(self.crop_size, round(width * scale)),
+            max(self.crop_size, round(height * scale)),
+        )
         image = image.resize(size, Image.Resampling.BILINEAR)
         left = (size[0] - self.crop_size) // 2
         top = (size[1] - self.crop_size) // 2

@@ -14,7 +14,9 @@ from PIL import Image
 from nbhelpers.decode import DecodeError, load_image
 
 
-def load_for_display(path: str, filesystem: pafs.FileSystem | None = None, size: int = 384) -> Image.Image | None:
+def load_for_display(
+    path: str, filesystem: pafs.FileSystem | None = None, size: int = 384
+) -> Image.Image | None:
     """Re-read an image for display, small; ``None`` when it cannot be decoded.
 
     The pipeline never carries original images through the model stage; the few
@@ -29,7 +31,10 @@ def load_for_display(path: str, filesystem: pafs.FileSystem | None = None, size:
 
 
 def show_images(
-    images: Sequence[Image.Image | np.ndarray | None], titles: Sequence[str], ncols: int = 5, size: float = 2.6
+    images: Sequence[Image.Image | np.ndarray | None],
+    titles: Sequence[str],
+    ncols: int = 5,
+    size: float = 2.6,
 ) -> plt.Figure:
     """A grid of images with a title above each; a missing image shows as an empty cell."""
     nrows = max(1, math.ceil(len(images) / ncols))
@@ -45,13 +50,18 @@ def show_images(
 
 
 def plot_predictions(
-    predictions: pd.DataFrame, filesystem: pafs.FileSystem | None = None, limit: int = 10, ncols: int = 5
+    predictions: pd.DataFrame,
+    filesystem: pafs.FileSystem | None = None,
+    limit: int = 10,
+    ncols: int = 5,
 ) -> plt.Figure:
     """Grid of the first ``limit`` images with predicted label and score (or the error)."""
     rows = predictions.head(limit)
     images = [load_for_display(path, filesystem) for path in rows["path"]]
     titles = [
-        f"{row.label}\n{row.score:.1%}" if row.error is None or pd.isna(row.error) else f"failed:\n{row.error[:40]}"
+        f"{row.label}\n{row.score:.1%}"
+        if row.error is None or pd.isna(row.error)
+        else f"failed:\n{row.error[:40]}"
         for row in rows.itertuples()
     ]
     return show_images(images, titles, ncols=ncols)

@@ -27,7 +27,9 @@ class NotebookRun:
         self.predictions = pd.read_parquet(output_dir / "predictions.parquet")
 
 
-def execute_notebook(name: str, output_dir: Path, env: dict | None = None, **parameters) -> NotebookRun:
+def execute_notebook(
+    name: str, output_dir: Path, env: dict | None = None, **parameters
+) -> NotebookRun:
     """Run ``notebooks/<name>.ipynb`` through papermill in a subprocess with an outer timeout.
 
     The outer timeout matters: papermill waits forever when the kernel dies.

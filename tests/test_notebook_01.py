@@ -9,8 +9,14 @@ from nbhelpers.labels import IMAGENETTE_SYNSETS
 pytestmark = pytest.mark.notebook
 
 SUMMARY_FIELDS = {
-    "notebook", "num_images_in", "num_predicted", "num_failed", "images_per_second",
-    "accuracy", "parameters", "resources",
+    "notebook",
+    "num_images_in",
+    "num_predicted",
+    "num_failed",
+    "images_per_second",
+    "accuracy",
+    "parameters",
+    "resources",
 }
 
 
@@ -40,7 +46,11 @@ def test_sample_photos_offline(run_notebook, tmp_path, sample_photos):
 
 def test_labelled_imagenette_folder(run_notebook, tmp_path, imagenette_folder):
     run = run_notebook(
-        "01_resnet_classification", tmp_path, pretrained=False, data_uri=str(imagenette_folder), batch_size=3
+        "01_resnet_classification",
+        tmp_path,
+        pretrained=False,
+        data_uri=str(imagenette_folder),
+        batch_size=3,
     )
     check_contract(run, 8)
     truth = run.predictions["true_index"]

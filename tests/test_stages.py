@@ -1,0 +1,143 @@
+"""Unit tests of the model, prediction, evaluation and result stages (no Ray)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from nbhelpers.cluster import ClusterResources, size_actor_pool
+from nbhelpers.evaluate import accuracy, compare_classifications, confusion_matrix, parity_summary
+from nbhelpers.models import WeightsUnavailableError, build_resnet152, load_pretrained
+from nbhelpers.pipeline import prepare_image
+from nbhelpers.predict import classify, classify_rows
+from nbhelpers.preprocess import CenterCrop
+from nbhelpers.results import LostRowsError, build_summary, check_one_row_per_image, write_results
+from nbhelpers.sources import choose_num_images
+
+
+@pytest.fixture(scope="module")
+def offline_resnet():
+    return build_resnet152(pretrained=False)
+
+
+def test_offline_resnet_is_the_same_in_every_build(offline_resnet):
+    again, _ = build_resnet152(pretrained=False)
+    first = offline_resnet[0].state_dict()
+    assert all(torch.equal(first[k], v) for k, v in again.state_dict().items())
+
+
+def test_offline_resnet_predictions_are_decisive_and_image_dependent(offline_resnet, sample_photos):
+    model, spec = offline_resnet
+    images = np.stack([prepare_image(str(p), spec.preprocess, None).image for p in sample_photos])
+    result = classify(model, images, spec, torch.device("cpu"))
+    assert len(set(result["label_index"])) > 1
+    assert np.median(result["margin"]) > 0.005
+    assert spec.categories[result["label_index"][0]] == result["label"][0]
+
+
+def test_classify_rows_keeps_failed_rows_without_predicting_them(offline_resnet):
+    model, spec = offline_resnet
+    images = np.zeros((3, 224, 224, 3), dtype=np.uint8)
+    batch = {
+        "path": np.array(["a", "b", "c"], dtype=object),
+        "image": images,
+        "error": np.array([None, "empty file (0 bytes)", None], dtype=object),
+    }
+    out = classify_rows(model, batch, spec, torch.device("cpu"))
+    assert list(out["path"]) == ["a", "b", "c"]
+    assert out["label"][1] is None and out["label_index"][1] == -1
+    assert out["error"][1] == "empty file (0 bytes)" and out["error"][0] is None
+    assert out["label"][0] is not None and "image" not in out
+
+
+def test_pretrained_without_network_or_cache_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    from torchvision.models import ResNet152_Weights, resnet152
+
+    def no_network(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    with pytest.raises(WeightsUnavailableError, match="pretrained=False"):
+        load_pretrained(resnet152, ResNet152_Weights.DEFAULT)
+
+
+def test_center_crop_gives_fixed_size_uint8():
+    from PIL import Image
+
+    crop = CenterCrop(resize_size=232, crop_size=224)
+    out = crop(Image.new("RGB", (500, 375), (10, 20, 30)))
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+    assert tuple(out[100, 100]) == (10, 20, 30)
+
+
+def test_accuracy_and_confusion_matrix():
+    categories = ["tench", "goldfish", "shark"]
+    true, predicted = [0, 0, 1, None], [0, 2, 1, 1]
+    assert accuracy(true, predicted) == pytest.approx(2 / 3)
+    assert accuracy([None, None], [0, 1]) is None
+    matrix = confusion_matrix(true, predicted, categories)
+    assert matrix.loc["tench", "tench"] == 1 and matrix.loc["tench", "(other)"] == 1
+    assert matrix.to_numpy().sum() == 3
+
+
+def test_parity_accepts_near_ties_and_rejects_real_differences():
+    single = pd.DataFrame(
+        {
+            "path": ["a", "b", "c"],
+            "label": ["x", "y", "z"],
+            "score": [0.5, 0.30, 0.2],
+            "margin": [0.2, 0.0001, 0.1],
+        }
+    )
+    scaled = pd.DataFrame(
+        {"path": ["c", "b", "a"], "label": ["z", "w", "x"], "score": [0.2, 0.30, 0.5]}
+    )
+    assert parity_summary(compare_classifications(single, scaled))["ok"]
+    scaled.loc[2, "label"] = "q"  # a confident answer that changed
+    summary = parity_summary(compare_classifications(single, scaled))
+    assert not summary["ok"] and summary["matching"] == 2
+    scaled.loc[2, "label"], scaled.loc[0, "score"] = "x", 0.25
+    assert not parity_summary(compare_classifications(single, scaled))["ok"]
+
+
+def test_lost_rows_are_detected():
+    frame = pd.DataFrame({"path": ["a", "a"], "error": [None, None]})
+    with pytest.raises(LostRowsError, match="missing"):
+        check_one_row_per_image(frame, ["a", "b"])
+
+
+def test_results_are_written_and_counts_add_up(tmp_path):
+    predictions = pd.DataFrame(
+        {
+            "path": ["a", "b", "c"],
+            "error": [None, "empty file (0 bytes)", None],
+            "label": ["x", None, "y"],
+        }
+    )
+    plan = size_actor_pool(ClusterResources(2, 0))
+    summary = build_summary(
+        "demo", predictions, 3.0, {"p": 1}, ClusterResources(2, 0), plan, accuracy=None
+    )
+    assert (summary["num_images_in"], summary["num_predicted"], summary["num_failed"]) == (3, 2, 1)
+    assert summary["failures"] == {"empty file (0 bytes)": 1}
+    folder = write_results(tmp_path / "out", predictions, summary)
+    assert json.loads((folder / "summary.json").read_text())["num_failed"] == 1
+    assert len(pd.read_parquet(folder / "predictions.parquet")) == 3
+    summary["num_failed"] = 0
+    with pytest.raises(LostRowsError):
+        write_results(tmp_path / "bad", predictions, summary)
+
+
+def test_choose_num_images():
+    assert choose_num_images("auto", use_gpu=True, cpu_default=200)[0] is None
+    limit, note = choose_num_images("auto", use_gpu=False, cpu_default=200)
+    assert limit == 200 and "num_images=None" in note
+    assert choose_num_images(None, use_gpu=False, cpu_default=200)[0] is None
+    assert choose_num_images(7, use_gpu=False, cpu_default=200)[0] == 7
+    with pytest.raises(ValueError, match="num_images"):
+        choose_num_images("lots", use_gpu=False, cpu_default=200)
