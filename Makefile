@@ -12,7 +12,7 @@ NB ?=
 P ?=
 JOB_ARGS := $(if $(NB),--only $(NB)) $(foreach kv,$(P),-p $(firstword $(subst =, ,$(kv))) $(patsubst $(firstword $(subst =, ,$(kv)))=%,%,$(kv)))
 
-.PHONY: setup run smoke test lab lint style clean
+.PHONY: setup run smoke test lab lint style clean bench
 
 setup: $(READY)
 
@@ -31,6 +31,9 @@ smoke: $(READY)  ## every notebook offline: random weights, the sample photos, a
 
 test: $(READY)  ## unit tests and every notebook executed offline
 	$(BIN)/python -m pytest
+
+bench: $(READY)  ## images/s of the notebooks' pipeline vs the tutorial, a DataLoader, the model alone
+	$(BIN)/python benchmarks/bench.py $(ARGS)
 
 lab: $(READY)  ## JupyterLab with the project's kernel
 	$(BIN)/jupyter lab notebooks

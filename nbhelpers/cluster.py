@@ -28,13 +28,28 @@ class ClusterResources:
     cpus: float
     gpus: float
     nodes: int = 1
+    node_cpus: tuple[float, ...] = ()
+    """CPUs of each alive node that has any (empty: not known, treated as one node)."""
 
     @classmethod
     def from_ray(cls) -> ClusterResources:
         """Read the resources of the running Ray cluster."""
         total = ray.cluster_resources()
-        nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-        return cls(cpus=total.get("CPU", 0.0), gpus=total.get("GPU", 0.0), nodes=nodes)
+        alive = [node for node in ray.nodes() if node.get("Alive")]
+        node_cpus = [node.get("Resources", {}).get("CPU", 0.0) for node in alive]
+        return cls(
+            cpus=total.get("CPU", 0.0),
+            gpus=total.get("GPU", 0.0),
+            nodes=len(alive),
+            node_cpus=tuple(sorted(cpus for cpus in node_cpus if cpus > 0)),
+        )
+
+    def describe(self) -> str:
+        """One line for the notebook: what the cluster offers."""
+        where = f"{self.nodes} node(s)"
+        if len(self.node_cpus) > 1:
+            where += f" with {', '.join(f'{cpus:g}' for cpus in self.node_cpus)} CPUs"
+        return f"Ray cluster: {self.cpus:g} CPUs, {self.gpus:g} GPUs on {where}."
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,8 @@ class ActorPoolPlan:
         cpus_left_for_tasks: CPUs that no actor can take, kept for those tasks.
         use_gpu: whether the model runs on GPUs.
         notes: what was adjusted and why, for the notebook to print.
+        torch_threads: intra-op threads each model actor gives torch (see
+            :func:`torch_threads_per_actor`).
     """
 
     num_actors: int
@@ -58,16 +75,12 @@ class ActorPoolPlan:
     cpus_left_for_tasks: float
     use_gpu: bool
     notes: tuple[str, ...] = ()
+    torch_threads: int = 1
 
     @property
     def device(self) -> str:
         """``"cuda"`` or ``"cpu"``: where the model actors run their model."""
         return "cuda" if self.use_gpu else "cpu"
-
-    @property
-    def torch_threads(self) -> int:
-        """Threads each CPU actor gives torch: the whole CPUs it reserved, at least one."""
-        return max(1, int(self.cpus_per_actor))
 
     def as_dict(self) -> dict:
         """The plan as plain values, for ``summary.json``."""
@@ -81,6 +94,8 @@ class ActorPoolPlan:
             f"{self.cpus_left_for_tasks:g} CPU kept for reading and preprocessing "
             f"({self.cpus_per_task:g} CPU per task)."
         )
+        if not self.use_gpu:
+            text += f" Torch runs {self.torch_threads} thread(s) in each actor."
         return " ".join([text, *self.notes])
 
 
@@ -102,6 +117,31 @@ def require_gpus(resources: ClusterResources, use_gpu: bool | None) -> bool:
             "use_gpu=False to run on CPU, or connect to a cluster with GPUs (RAY_ADDRESS)."
         )
     return resources.gpus >= 1 if use_gpu is None else bool(use_gpu)
+
+
+def torch_threads_per_actor(
+    resources: ClusterResources, num_actors: int, use_gpu: bool, cpus_per_actor: float
+) -> int:
+    """Intra-op threads for torch in each model actor.
+
+    GPU actors: the whole CPUs they reserved (at least one); the GPU does the work.
+
+    CPU actors: every core of the node, shared among the actors on it. Ray gives an
+    actor ``OMP_NUM_THREADS`` = its reserved CPUs, so on a 2-core machine the single
+    actor (1 CPU; the other kept for reading and preprocessing) would run torch on one
+    core. But the reservation is only bookkeeping for the scheduler: decoding and
+    resizing a photo costs a few milliseconds against hundreds for a ResNet forward
+    pass, and Ray Data's backpressure keeps the read tasks only as busy as the actor
+    consumes, so the reserved core is idle most of the time. Letting torch use it too
+    was measured ~1.5x faster on 2 cores (see benchmarks/), and the read tasks still
+    get their share of CPU time from the operating system, so nothing starves.
+    """
+    if use_gpu:
+        return max(1, int(cpus_per_actor))
+    nodes = max(1, resources.nodes)
+    cpus_per_node = resources.cpus / nodes
+    actors_per_node = math.ceil(num_actors / nodes)
+    return max(1, math.floor(cpus_per_node / actors_per_node))
 
 
 def size_actor_pool(
@@ -150,7 +190,7 @@ def size_actor_pool(
                     f"so that {reserve:g} CPU stays free for reading and preprocessing."
                 )
         gpus_per_actor = 0.0
-    cpus_per_task = min(1.0, reserve)
+    cpus_per_task = min(1.0, reserve, _cpus_left_on_each_node(resources, actors, cpus_per_actor))
     if cpus_per_task == cpus_per_actor and gpus_per_actor == 0:
         # Equal resources would let Ray Data fuse decoding into the model actor,
         # leaving the reserved CPU idle; half-CPU tasks keep the stages apart.
@@ -163,7 +203,24 @@ def size_actor_pool(
         cpus_left_for_tasks=round(cpus - actors * cpus_per_actor, 4),
         use_gpu=gpu,
         notes=tuple(notes),
+        torch_threads=torch_threads_per_actor(resources, actors, gpu, cpus_per_actor),
     )
+
+
+def _cpus_left_on_each_node(
+    resources: ClusterResources, num_actors: int, cpus_per_actor: float
+) -> float:
+    """CPUs that the model actors leave free on each node, when they spread evenly.
+
+    Ray Data spreads the actors over the nodes. A read task must fit on one node:
+    with two 1-CPU nodes and one half-CPU actor on each, a 1-CPU task fits nowhere
+    and the job would wait forever. Single-node clusters are not limited here.
+    """
+    if len(resources.node_cpus) < 2:
+        return math.inf
+    actors_per_node = math.ceil(num_actors / len(resources.node_cpus))
+    left = min(resources.node_cpus) - actors_per_node * cpus_per_actor
+    return max(left, min(resources.node_cpus) / 4)
 
 
 def default_batch_size(plan: ActorPoolPlan, gpu: int = 64, cpu: int = 16) -> int:
@@ -176,6 +233,16 @@ def _runtime_env() -> dict:
     keep = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TORCH_HOME")
     env_vars = {name: os.environ[name] for name in keep if name in os.environ}
     return {"py_modules": [str(Path(nbhelpers.__file__).parent)], "env_vars": env_vars}
+
+
+_LOCAL_SYSTEM_CONFIG = {"prestart_worker_first_driver": False}
+"""Settings of a local Ray instance started here.
+
+Ray starts one idle worker process per CPU for the first driver, without any
+``runtime_env``. Ours always ships ``nbhelpers`` in its ``runtime_env``, so those
+workers can never run its tasks: they only cost start-up time (each imports Ray;
+about 5 s less for ``start_ray`` on a 2-core machine without them) and memory.
+"""
 
 
 def start_ray(num_cpus: int | None = None) -> ClusterResources:
@@ -196,10 +263,101 @@ def start_ray(num_cpus: int | None = None) -> ClusterResources:
         address = os.environ.get("RAY_ADDRESS") or None
         options = dict(runtime_env=_runtime_env(), log_to_driver=True)
         if address is None:
-            options |= dict(num_cpus=num_cpus, include_dashboard=False)
-        ray.init(address=address, **options)
-    ray.data.DataContext.get_current().enable_progress_bars = True
+            options |= dict(
+                num_cpus=num_cpus, include_dashboard=False, _system_config=_LOCAL_SYSTEM_CONFIG
+            )
+            ray.init(**options)
+        else:
+            join_cluster(address, options)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = True
+    if os.environ.get("RAY_ADDRESS"):
+        # On a cluster, an actor pool that cannot be placed fails after this long
+        # with a message about resources, instead of waiting forever.
+        context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
     return ClusterResources.from_ray()
+
+
+ACTOR_START_TIMEOUT_S = 600
+"""On a cluster: how long the model actors may take to start (and load their model)."""
+
+AUTH_MODE_VARIABLE = "RAY_AUTH_MODE"
+TOKEN_VARIABLES = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+DEFAULT_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+
+
+class ClusterConnectionError(ConnectionError):
+    """The Ray cluster in ``RAY_ADDRESS`` could not be joined."""
+
+
+def auth_token_source() -> str | None:
+    """Where this process would take a Ray authentication token from, or ``None``.
+
+    ``RAY_AUTH_TOKEN`` (the token itself), ``RAY_AUTH_TOKEN_PATH`` (a file holding
+    it), or the default file ``~/.ray/auth_token``, in Ray's order.
+    """
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "the environment variable RAY_AUTH_TOKEN"
+    token_path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if token_path and Path(token_path).expanduser().is_file():
+        return f"the file {token_path} (RAY_AUTH_TOKEN_PATH)"
+    if DEFAULT_TOKEN_FILE.is_file():
+        return f"the file {DEFAULT_TOKEN_FILE}"
+    return None
+
+
+def use_token_authentication() -> str | None:
+    """Turn on Ray's token authentication for this process when a token is at hand.
+
+    Since Ray 2.5x, ``ray start --head`` enables token authentication when a token
+    exists (``ray.init()`` on a laptop writes one to ``~/.ray/auth_token``), and a
+    driver that joins it with ``RAY_ADDRESS`` but without ``RAY_AUTH_MODE=token`` is
+    refused (``InvalidAuthToken``). Ray only switches the mode on by itself for a
+    cluster it finds locally, so here: when ``RAY_AUTH_MODE`` is unset and a token
+    is available, set ``RAY_AUTH_MODE=token`` (a cluster without authentication
+    accepts such a driver too). An explicit ``RAY_AUTH_MODE`` is always respected;
+    authentication is never turned off.
+
+    Returns:
+        A sentence saying what was done, or ``None`` when nothing changed.
+    """
+    if os.environ.get(AUTH_MODE_VARIABLE):
+        return None
+    source = auth_token_source()
+    if source is None:
+        return None
+    os.environ[AUTH_MODE_VARIABLE] = "token"
+    from ray._raylet import Config  # Ray reads the mode from its config, loaded at import
+
+    Config.initialize("")
+    return f"Ray token authentication on (RAY_AUTH_MODE=token), with the token from {source}."
+
+
+def join_cluster(address: str, options: dict) -> None:
+    """``ray.init(address)`` with token authentication prepared, and a clear error on failure.
+
+    Raises:
+        ClusterConnectionError: the cluster could not be joined; the message names
+            the address and the usual causes (not running, token authentication).
+    """
+    note = use_token_authentication()
+    if note:
+        print(note)
+    try:
+        ray.init(address=address, **options)
+    except (ConnectionError, ray.exceptions.AuthenticationError) as error:
+        mode = os.environ.get(AUTH_MODE_VARIABLE, "unset")
+        token = auth_token_source() or "none found"
+        raise ClusterConnectionError(
+            f"Could not join the Ray cluster at RAY_ADDRESS={address!r} ({error}). "
+            "Check that the cluster is running (`ray status` on its head node) and that the "
+            "address is reachable from here. If the cluster uses token authentication (Ray "
+            "2.5x's `ray start --head` turns it on), Ray's log above says InvalidAuthToken: "
+            "give this process the cluster's token with RAY_AUTH_TOKEN (or a copy of the "
+            "head node's ~/.ray/auth_token, or RAY_AUTH_TOKEN_PATH) and RAY_AUTH_MODE=token. "
+            f"Now: RAY_AUTH_MODE={mode}, token: {token}. Do not turn authentication off. "
+            "To run on this machine alone, unset RAY_ADDRESS."
+        ) from error
 
 
 def stop_ray() -> None:

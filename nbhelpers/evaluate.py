@@ -76,3 +76,151 @@ def parity_summary(comparison: pd.DataFrame) -> dict:
     """``{"checked", "matching", "ok"}`` for ``summary.json``."""
     checked, matching = len(comparison), int(comparison["match"].sum())
     return {"checked": checked, "matching": matching, "ok": bool(checked and checked == matching)}
+
+
+def box_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Intersection over union of every box of ``first`` (n, 4) with every box of ``second`` (m, 4).
+
+    Boxes are ``x1, y1, x2, y2``; the result is ``(n, m)``.
+    """
+    first = np.asarray(first, dtype=np.float64).reshape(-1, 4)
+    second = np.asarray(second, dtype=np.float64).reshape(-1, 4)
+    top_left = np.maximum(first[:, None, :2], second[None, :, :2])
+    bottom_right = np.minimum(first[:, None, 2:], second[None, :, 2:])
+    intersection = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
+    area_first = np.prod(first[:, 2:] - first[:, :2], axis=1)
+    area_second = np.prod(second[:, 2:] - second[:, :2], axis=1)
+    union = area_first[:, None] + area_second[None, :] - intersection
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+
+
+def _unmatched_detections(
+    own: tuple[np.ndarray, list, list],
+    other: tuple[np.ndarray, list, list],
+    confident_from: float,
+    score_tolerance: float,
+    iou_threshold: float,
+) -> tuple[int, list[float], list[float]]:
+    """Confident detections of ``own`` without a counterpart in ``other``; IoUs and score gaps of the rest."""
+    boxes, labels, scores = own
+    other_boxes, other_labels, other_scores = other
+    overlaps = box_iou(boxes, other_boxes)
+    unmatched, ious, gaps = 0, [], []
+    for i, (label, score) in enumerate(zip(labels, scores, strict=True)):
+        candidates = [
+            j
+            for j, other_label in enumerate(other_labels)
+            if other_label == label
+            and overlaps[i, j] >= iou_threshold
+            and abs(other_scores[j] - score) <= score_tolerance
+        ]
+        if candidates:
+            best = max(candidates, key=lambda j: overlaps[i, j])
+            ious.append(float(overlaps[i, best]))
+            gaps.append(abs(float(other_scores[best]) - float(score)))
+        elif score >= confident_from:
+            unmatched += 1
+    return unmatched, ious, gaps
+
+
+def compare_detections(
+    single: pd.DataFrame,
+    scaled: pd.DataFrame,
+    score_threshold: float,
+    score_tolerance: float = 0.01,
+    iou_threshold: float = 0.5,
+) -> pd.DataFrame:
+    """Compare the single-image detections with the scaled-up ones, image by image.
+
+    Both frames need ``path``, ``boxes``, ``labels`` and ``scores`` (see
+    :func:`nbhelpers.detect.detect_rows`). A detection has a counterpart when the
+    other run found the same label with a box that overlaps it by at least
+    ``iou_threshold`` (0.5, Pascal VOC's criterion for "the same object") and a
+    score within ``score_tolerance``. Every detection scoring at least
+    ``score_threshold + score_tolerance`` must have one, in both directions. A
+    detection closer to the threshold may legitimately be kept by one run and
+    dropped by the other (float results differ in the last digits), so it needs
+    none.
+
+    Returns:
+        One row per image of ``single``: detection counts of both runs,
+        ``unmatched`` (confident detections without a counterpart), ``min_iou`` and
+        ``max_score_difference`` over the detections that matched, and ``match``.
+    """
+    from nbhelpers.detect import as_boxes, as_list
+
+    scaled_by_path = scaled.set_index("path")
+    confident_from = score_threshold + score_tolerance
+    rows = []
+    for row in single.itertuples():
+        own = (as_boxes(row.boxes), as_list(row.labels), as_list(row.scores))
+        if row.path in scaled_by_path.index:
+            found = scaled_by_path.loc[row.path]
+            other = (as_boxes(found["boxes"]), as_list(found["labels"]), as_list(found["scores"]))
+        else:
+            other = (np.zeros((0, 4)), [], [])
+        missing_there, ious, gaps = _unmatched_detections(
+            own, other, confident_from, score_tolerance, iou_threshold
+        )
+        missing_here, _, _ = _unmatched_detections(
+            other, own, confident_from, score_tolerance, iou_threshold
+        )
+        rows.append(
+            {
+                "path": row.path,
+                "detections_single": len(own[1]),
+                "detections_scaled": len(other[1]),
+                "unmatched": missing_there + missing_here,
+                "min_iou": min(ious) if ious else None,
+                "max_score_difference": max(gaps) if gaps else None,
+                "match": row.path in scaled_by_path.index and missing_there + missing_here == 0,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def detections_table(predictions: pd.DataFrame) -> pd.DataFrame:
+    """One row per detection: ``path``, ``label``, ``score``, ``x1``, ``y1``, ``x2``, ``y2``.
+
+    ``predictions`` holds one row per image with list columns ``boxes``, ``labels``
+    and ``scores``; failed images contribute nothing.
+    """
+    from nbhelpers.detect import as_boxes, as_list
+
+    records = []
+    for row in predictions.itertuples():
+        boxes = as_boxes(row.boxes)
+        for box, label, score in zip(boxes, as_list(row.labels), as_list(row.scores), strict=True):
+            records.append((row.path, label, float(score), *map(float, box)))
+    columns = ["path", "label", "score", "x1", "y1", "x2", "y2"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def detections_per_class(predictions: pd.DataFrame) -> pd.Series:
+    """How many detections each class got, most frequent first."""
+    table = detections_table(predictions)
+    return table["label"].value_counts().rename("detections").rename_axis("label")
+
+
+def evaluate_against_path_labels(
+    predictions: pd.DataFrame, categories: Sequence[str]
+) -> tuple[float | None, pd.DataFrame | None]:
+    """Top-1 accuracy and confusion matrix against the labels that the image paths carry.
+
+    Adds the column ``true_index`` (ImageNet-1k index from the folders, see
+    :func:`nbhelpers.labels.labels_from_paths`; null where the path says nothing) to
+    ``predictions``, which need ``path`` and ``label_index``.
+
+    Returns:
+        ``(accuracy, confusion matrix)``, or ``(None, None)`` when no path has a label.
+    """
+    from nbhelpers.labels import labels_from_paths
+
+    predictions["true_index"] = pd.array(
+        labels_from_paths(predictions["path"], categories), dtype="Int64"
+    )
+    true, predicted = predictions["true_index"].tolist(), predictions["label_index"].tolist()
+    top1 = accuracy(true, predicted)
+    if top1 is None:
+        return None, None
+    return top1, confusion_matrix(true, predicted, categories)

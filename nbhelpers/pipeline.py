@@ -8,6 +8,7 @@ read and decoded inside a ``map_batches`` task that turns failures into an
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -36,20 +37,36 @@ class PreparedImage:
     error: str | None
 
 
-def prepare_image(path: str, preprocess: Preprocess, filesystem: pafs.FileSystem | None) -> PreparedImage:
+def prepare_image(
+    path: str, preprocess: Preprocess, filesystem: pafs.FileSystem | None
+) -> PreparedImage:
     """Read, decode and preprocess one file; a failure is recorded, never raised.
 
     The single-batch step of each notebook and the Ray pipeline both call this,
     so both see exactly the same pixels.
     """
     try:
-        image = load_image(path, filesystem, min_side=preprocess.min_side)
+        image = load_image(path, filesystem, **decode_bounds(preprocess))
         width, height = image.info["original_size"]
         return PreparedImage(path, preprocess(image), width, height, None)
     except DecodeError as error:
         return PreparedImage(path, preprocess.empty, 0, 0, str(error))
     except Exception as error:  # noqa: BLE001 - any surprise becomes a recorded failure
         return PreparedImage(path, preprocess.empty, 0, 0, f"{type(error).__name__}: {error}")
+
+
+def decode_bounds(preprocess: Preprocess) -> dict[str, int | None]:
+    """How far a decoder may shrink a large image before ``preprocess`` sees it.
+
+    ``min_side`` keeps the shorter side long enough for a resize-and-crop;
+    ``min_long_side`` keeps the longer side long enough for a preprocessing step that
+    caps it (``LimitSize.max_side``), so that reduced-scale decoding never changes
+    the size that reaches the model.
+    """
+    return {
+        "min_side": getattr(preprocess, "min_side", None),
+        "min_long_side": getattr(preprocess, "max_side", None),
+    }
 
 
 def prepare_batch(
@@ -117,10 +134,11 @@ def predict_with_actors(
 
     The pool's size and each actor's CPUs and GPUs come from ``plan``
     (:func:`nbhelpers.cluster.size_actor_pool`), so the read and preprocessing
-    tasks keep the CPU they need.
+    tasks keep the CPU they need. Each actor runs torch with ``plan.torch_threads``
+    intra-op threads (Ray would otherwise give it one per reserved CPU).
     """
     return dataset.map_batches(
-        predictor,
+        with_torch_threads(with_node_ids(predictor), plan.torch_threads),
         fn_constructor_kwargs=constructor_kwargs,
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=plan.num_actors),
@@ -130,19 +148,161 @@ def predict_with_actors(
     )
 
 
+def with_torch_threads(predictor: type, threads: int) -> type:
+    """``predictor`` (a class) whose instances run torch with ``threads`` intra-op threads.
+
+    The number is set before ``__init__`` and checked on every call: OpenMP keeps it per
+    calling thread, and Ray may call an actor from another thread than the one that
+    built it. The subclass keeps the name of ``predictor``, so progress bars show it.
+    """
+
+    def __init__(self, *args, **kwargs):
+        _use_torch_threads(threads)
+        predictor.__init__(self, *args, **kwargs)
+
+    def __call__(self, *args, **kwargs):
+        _use_torch_threads(threads)
+        return predictor.__call__(self, *args, **kwargs)
+
+    namespace = {
+        "__init__": __init__,
+        "__doc__": predictor.__doc__,
+        "__module__": predictor.__module__,
+        "__qualname__": predictor.__qualname__,
+    }
+    call = predictor.__call__
+    if not (inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)):
+        namespace["__call__"] = __call__  # async predictors keep theirs: set in __init__ only
+    return type(predictor.__name__, (predictor,), namespace)
+
+
+NODE_COLUMN = "node_id"
+"""Column naming the Ray node whose model actor predicted the row."""
+
+
+def with_node_ids(predictor: type) -> type:
+    """``predictor`` (a class) whose output batches name the Ray node that ran them.
+
+    Adds a ``node_id`` column, so that a run on a cluster shows which nodes did the
+    work (:func:`nbhelpers.results.build_summary` counts rows per node). Predictors
+    whose ``__call__`` is asynchronous or a generator are returned unchanged.
+    """
+    call = predictor.__call__
+    if inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call):
+        return predictor
+    if inspect.isgeneratorfunction(call):
+        return predictor
+
+    def __call__(self, *args, **kwargs):
+        return _add_node_id(predictor.__call__(self, *args, **kwargs))
+
+    namespace = {
+        "__call__": __call__,
+        "__doc__": predictor.__doc__,
+        "__module__": predictor.__module__,
+        "__qualname__": predictor.__qualname__,
+    }
+    return type(predictor.__name__, (predictor,), namespace)
+
+
+def _add_node_id(output):
+    node = ray.get_runtime_context().get_node_id()
+    if isinstance(output, pd.DataFrame):
+        return output.assign(**{NODE_COLUMN: node})
+    if isinstance(output, dict) and output:
+        rows = len(next(iter(output.values())))
+        return output | {NODE_COLUMN: np.full(rows, node, dtype=object)}
+    return output
+
+
+def _use_torch_threads(threads: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def collect_predictions(dataset: ray.data.Dataset, paths: list[str]) -> tuple[pd.DataFrame, float]:
     """Run the pipeline to the end; the rows in the order of ``paths``, and the seconds it took.
 
     Raises :class:`nbhelpers.results.LostRowsError` unless every path came back
     exactly once.
     """
-    from nbhelpers.results import check_one_row_per_image
-
     start = time.perf_counter()
     frame = dataset.to_pandas()
     seconds = time.perf_counter() - start
+    return in_input_order(frame, paths), seconds
+
+
+def in_input_order(frame: pd.DataFrame, paths: list[str]) -> pd.DataFrame:
+    """The rows of ``frame`` in the order of ``paths``, ``error`` null (``None``) where none.
+
+    Raises :class:`nbhelpers.results.LostRowsError` unless every path has exactly one row.
+    """
+    from nbhelpers.results import check_one_row_per_image
+
     check_one_row_per_image(frame, paths)
     order = {path: i for i, path in enumerate(paths)}
     frame = frame.sort_values("path", key=lambda column: column.map(order)).reset_index(drop=True)
     frame["error"] = frame["error"].astype(object).where(frame["error"].notna(), None)
-    return frame, seconds
+    return frame
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """How fast a pipeline ran: end to end, and once it was running.
+
+    Attributes:
+        images: rows that came out.
+        seconds: from the start to the last row, start-up included (starting the
+            actors, loading the model, the first reads).
+        first_batch_seconds: from the start to the first batch out: mostly start-up.
+        steady_images_per_second: rows after the first batch over the time they took
+            (``None`` when only one batch came out): the speed a long run settles at.
+    """
+
+    images: int
+    seconds: float
+    first_batch_seconds: float
+    steady_images_per_second: float | None
+
+    @property
+    def images_per_second(self) -> float:
+        """End to end, start-up included."""
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+    def as_dict(self) -> dict:
+        """Rounded figures for a table or ``summary.json``."""
+        steady = self.steady_images_per_second
+        return {
+            "images": self.images,
+            "seconds": round(self.seconds, 2),
+            "first_batch_seconds": round(self.first_batch_seconds, 2),
+            "images_per_second": round(self.images_per_second, 2),
+            "steady_images_per_second": None if steady is None else round(steady, 2),
+        }
+
+
+def collect_predictions_timed(
+    dataset: ray.data.Dataset, paths: list[str]
+) -> tuple[pd.DataFrame, Throughput]:
+    """:func:`collect_predictions`, timing each batch as it arrives (see :class:`Throughput`).
+
+    On a small run, start-up dominates the end-to-end figure; the steady figure
+    leaves it out, so that two ways of running the same stage can be compared.
+    """
+    start = time.perf_counter()
+    frames, arrivals = [], []
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pandas"):
+        frames.append(batch)
+        arrivals.append((time.perf_counter(), len(batch)))
+    seconds = time.perf_counter() - start
+    frame = (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["path", "error"])
+    )
+    steady = None
+    if len(arrivals) > 1 and arrivals[-1][0] > arrivals[0][0]:
+        later_rows = sum(rows for _, rows in arrivals[1:])
+        steady = later_rows / (arrivals[-1][0] - arrivals[0][0])
+    first = arrivals[0][0] - start if arrivals else seconds
+    return in_input_order(frame, paths), Throughput(len(frame), seconds, first, steady)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import posixpath
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +28,50 @@ def failure_report(predictions: pd.DataFrame) -> pd.DataFrame:
     """The rows that could not be predicted, with their reasons (empty when all went well)."""
     failed = predictions[predictions["error"].notna()]
     return failed[["path", "error"]].reset_index(drop=True)
+
+
+def describe_failures(predictions: pd.DataFrame, limit: int = 20) -> str:
+    """A short report for people: how many failed, by kind, then each file and its reason.
+
+    Paths are shown relative to the folder that all the images share. At most
+    ``limit`` files are listed; ``predictions.parquet`` has every one.
+    """
+    from nbhelpers.decode import failure_kind
+
+    failed = failure_report(predictions)
+    total = len(predictions)
+    if failed.empty:
+        return (
+            f"All {total} images were predicted; none failed."
+            if total != 1
+            else ("The image was predicted.")
+        )
+    kinds = failed["error"].map(failure_kind).value_counts()
+    lines = [
+        f"{total - len(failed)} of {total} images predicted, {len(failed)} failed: "
+        + ", ".join(f"{count} {kind}" for kind, count in kinds.items())
+        + ".",
+        "",
+    ]
+    names = _short_paths(predictions["path"].astype(str).tolist())
+    shown = failed.head(limit)
+    width = min(48, max(len(names[path]) for path in shown["path"]))
+    lines += [f"  {names[row.path]:<{width}}  {row.error}" for row in shown.itertuples()]
+    if len(failed) > limit:
+        lines.append(f"  ... and {len(failed) - limit} more (see the error column of the results)")
+    return "\n".join(lines)
+
+
+def _short_paths(paths: list[str]) -> dict[str, str]:
+    """Each path relative to the deepest folder that all of them share."""
+    folders = [posixpath.dirname(path.replace("\\", "/")) for path in paths]
+    try:
+        root = posixpath.commonpath(folders) if folders else ""
+    except ValueError:  # relative and absolute paths mixed
+        root = ""
+    if not root or root == "/":
+        return {path: path for path in paths}
+    return {path: posixpath.relpath(path.replace("\\", "/"), root) for path in paths}
 
 
 def check_one_row_per_image(predictions: pd.DataFrame, paths: list[str]) -> None:
@@ -69,11 +114,20 @@ def build_summary(
             "actors": plan.num_actors,
             "device": plan.device,
             "actor_pool": plan.as_dict(),
+            "actor_nodes": rows_per_node(predictions),
         },
         "failures": failure_report(predictions)["error"].value_counts().to_dict(),
         "python": platform.python_version(),
         **extra,
     }
+
+
+def rows_per_node(predictions: pd.DataFrame) -> dict[str, int]:
+    """How many rows the model actors of each Ray node predicted (``{}`` without ``node_id``)."""
+    if "node_id" not in predictions.columns:
+        return {}
+    counts = predictions["node_id"].dropna().astype(str).value_counts()
+    return {node: int(count) for node, count in sorted(counts.items())}
 
 
 def write_results(output_dir: str | Path, predictions: pd.DataFrame, summary: dict) -> Path:

@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pyarrow.fs as pafs
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-"""File extensions treated as images, matched case-insensitively (``.JPEG`` included)."""
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".jfif",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".avif",
+    ".heic",
+    ".heif",
+)
+"""File extensions treated as images, matched case-insensitively (``.JPEG`` included).
+
+HEIC/HEIF photos are listed so that they are reported (decoding them needs the
+optional ``pillow-heif`` plugin) rather than skipped without a word."""
 
 IMAGENETTE_VAL_URI = "s3://anonymous@air-example-data-2/imagenette2/val/"
 """The Imagenette validation split on the public bucket the Ray docs use."""
@@ -37,6 +55,8 @@ SAMPLE_PHOTOS = (
 """Real photos that ship inside scikit-image and matplotlib: the offline data set."""
 
 _IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+_SYSTEM_FILES = "(system or hidden files)"
+_SUPPORTED = "a local folder or image file, an s3://bucket/prefix URI, or 'sample'"
 
 
 class DataSourceError(ValueError):
@@ -64,11 +84,14 @@ class ImageSource:
     skipped: dict[str, int] = field(default_factory=dict)
 
     def describe(self) -> str:
-        """One line for the notebook: where the images are and how many are used."""
+        """One line for the notebook: where the images are, how many are used, what was skipped."""
         text = f"{len(self.paths)} of {self.num_found} images from {self.uri} ({self.kind})"
         if self.skipped:
-            others = ", ".join(f"{ext or '(no extension)'}: {n}" for ext, n in self.skipped.items())
-            text += f"; skipped files that are not images by name: {others}"
+            others = ", ".join(
+                f"{count} {'system or hidden' if ext == _SYSTEM_FILES else ext or 'without extension'}"
+                for ext, count in self.skipped.items()
+            )
+            text += f"; skipped {sum(self.skipped.values())} other files ({others})"
         return text
 
 
@@ -94,17 +117,22 @@ def s3_filesystem(uri: str) -> tuple[pafs.S3FileSystem, str]:
     """A pyarrow S3 filesystem for ``uri`` and the ``bucket/prefix`` path inside it.
 
     ``s3://anonymous@bucket/prefix`` reads a public bucket without credentials.
-    Otherwise credentials come from the standard AWS environment variables. An
-    S3-compatible server is reached through ``AWS_ENDPOINT_URL_S3`` or
-    ``AWS_ENDPOINT_URL``. Credentials are resolved here, in the driver, so that
-    Ray workers on other machines read with the same ones.
+    Otherwise credentials come from the standard AWS environment variables (or,
+    without them, from the AWS profile or the machine's role). An S3-compatible
+    server is reached through ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``. The
+    endpoint, region and credentials from the environment are resolved here, in the
+    driver, and travel with the filesystem object, so that Ray workers (on this
+    machine or others) read from the same place with the same credentials.
     """
-    parsed = urlparse(uri)
-    anonymous = parsed.username == "anonymous"
-    bucket = parsed.hostname or ""
+    user, _, bucket = uri.split("://", 1)[1].partition("/")[0].rpartition("@")
+    key = uri.split("://", 1)[1].partition("/")[2]
+    anonymous = user == "anonymous"
     if not bucket:
-        raise DataSourceError(f"{uri!r} has no bucket name; expected s3://bucket/prefix.")
-    path = f"{bucket}/{parsed.path.lstrip('/')}".rstrip("/")
+        raise DataSourceError(
+            f"{uri!r} has no bucket name; expected s3://bucket/prefix "
+            "(or s3://anonymous@bucket/prefix for a public bucket)."
+        )
+    path = f"{bucket}/{key.lstrip('/')}".rstrip("/")
     options: dict = {"anonymous": anonymous}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
@@ -122,6 +150,8 @@ def s3_filesystem(uri: str) -> tuple[pafs.S3FileSystem, str]:
         options["secret_key"] = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
         if os.environ.get("AWS_SESSION_TOKEN"):
             options["session_token"] = os.environ["AWS_SESSION_TOKEN"]
+    if os.environ.get("AWS_CA_BUNDLE"):
+        options["tls_ca_file_path"] = os.environ["AWS_CA_BUNDLE"]
     options["connect_timeout"] = 10
     options["request_timeout"] = 60
     return pafs.S3FileSystem(**options), path
@@ -134,45 +164,120 @@ def _bucket_region(bucket: str, uri: str) -> str:
         raise DataSourceError(
             f"Cannot reach the S3 bucket of {uri!r} ({error}). Without network, run "
             "offline with data_uri='sample' (or a local folder) and pretrained=False, "
-            "or copy the images to a local folder first (make prefetch)."
+            "or copy the images to a local folder first and give its path as data_uri."
         ) from error
 
 
+def printable_path(path: str) -> str:
+    """``path`` as valid UTF-8 text: bytes of a name that is not UTF-8 become ``\\xNN``.
+
+    Old cameras and ZIP files extracted on Linux leave names in Latin-1 or cp437;
+    Python keeps their bytes as surrogates, which Arrow, Parquet and JSON refuse.
+    :func:`path_on_disk` turns the printable form back into the real name.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return path
+
+
+def path_on_disk(path: str) -> str | bytes:
+    """The name to open for a path from :func:`printable_path` (the bytes, where escaped)."""
+    if "\\x" not in path or os.path.lexists(path):
+        return path
+    raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]), path.encode())
+    return raw if os.path.lexists(raw) else path
+
+
+def _is_system_file(name: str) -> bool:
+    """Files that operating systems leave beside photos (``._IMG_1.jpg`` from macOS, ...)."""
+    return name in _IGNORED_NAMES or name.startswith("._")
+
+
 def _list_local(root: Path) -> tuple[list[str], Counter]:
+    """Image files below ``root`` (recursively, following links once) and the others counted.
+
+    Hidden folders (``.git``, ``.ipynb_checkpoints``) are not searched. A broken
+    link named like an image is listed: decoding then reports it.
+    """
     images, skipped = [], Counter()
+    seen_folders: set[tuple[int, int]] = set()
     for folder, dirs, files in os.walk(root, followlinks=True):
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in seen_folders:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen_folders.add((info.st_dev, info.st_ino))
+        hidden = [d for d in dirs if d.startswith(".")]
+        if hidden:
+            skipped[_SYSTEM_FILES] += len(hidden)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
-            if name in _IGNORED_NAMES or name.startswith("._"):
-                continue
-            if is_image_name(name):
-                images.append(os.path.join(folder, name))
+            if _is_system_file(name):
+                skipped[_SYSTEM_FILES] += 1
+            elif is_image_name(name):
+                images.append(printable_path(os.path.join(folder, name)))
             else:
                 skipped[Path(name).suffix.lower()] += 1
     return images, skipped
 
 
 def _list_s3(uri: str) -> tuple[list[str], Counter, pafs.S3FileSystem]:
+    """Image objects below the prefix of ``uri`` and the others counted by extension."""
     fs, path = s3_filesystem(uri)
     try:
         infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-    except FileNotFoundError as error:
-        raise DataSourceError(f"{uri!r} does not exist (no such bucket or prefix).") from error
+    except FileNotFoundError:
+        infos = _single_object(fs, path, uri)
     except OSError as error:
-        raise DataSourceError(
-            f"Cannot list {uri!r}: {error}. Check the URI, your network and your AWS "
-            "credentials; use s3://anonymous@bucket/... for a public bucket. Without "
-            "network, run offline with data_uri='sample' and pretrained=False."
-        ) from error
+        raise DataSourceError(_s3_listing_problem(uri, error)) from error
     images, skipped = [], Counter()
     for info in infos:
-        if info.type != pafs.FileType.File or info.base_name in _IGNORED_NAMES:
+        if info.type != pafs.FileType.File:
             continue
-        if is_image_name(info.base_name):
+        if _is_system_file(info.base_name):
+            skipped[_SYSTEM_FILES] += 1
+        elif is_image_name(info.base_name):
             images.append(info.path)
         else:
             skipped[Path(info.base_name).suffix.lower()] += 1
     return images, skipped, fs
+
+
+def _single_object(fs: pafs.S3FileSystem, path: str, uri: str) -> list[pafs.FileInfo]:
+    """``uri`` names one object rather than a prefix; raise when it names nothing."""
+    try:
+        info = fs.get_file_info(path)
+    except OSError:
+        info = None
+    if info is None or info.type != pafs.FileType.File:
+        raise DataSourceError(
+            f"data_uri {uri!r} does not exist: the bucket has no object and no prefix "
+            f"{path.partition('/')[2]!r}. Check the spelling (S3 keys are case-sensitive)."
+        )
+    return [info]
+
+
+def _s3_listing_problem(uri: str, error: OSError) -> str:
+    """A message for an S3 listing that failed: which bucket, and what to check."""
+    text = str(error)
+    refused = ("ACCESS_DENIED", "INVALID_ACCESS_KEY", "SIGNATURE", "FORBIDDEN", "EXPIRED")
+    if any(marker in text.upper() for marker in refused):
+        return (
+            f"Access to {uri!r} was refused ({error}). For a public bucket use "
+            "s3://anonymous@bucket/prefix; for a private one set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) to credentials that may list it."
+        )
+    if "NO_SUCH_BUCKET" in text or "bucket does not exist" in text:
+        bucket = urlparse(uri).netloc.rpartition("@")[2]
+        return f"data_uri {uri!r} does not exist: there is no bucket {bucket!r}."
+    return (
+        f"Cannot list {uri!r}: {error}. Check the URI, your network and your AWS "
+        "credentials; use s3://anonymous@bucket/... for a public bucket, and "
+        "AWS_ENDPOINT_URL_S3 for an S3-compatible server. Without network, run offline "
+        "with data_uri='sample' and pretrained=False."
+    )
 
 
 def pick_evenly(paths: list[str], num_images: int | None) -> list[str]:
@@ -189,42 +294,60 @@ def pick_evenly(paths: list[str], num_images: int | None) -> list[str]:
     return [paths[i] for i in indices]
 
 
-def find_images(data_uri: str, num_images: int | None = None) -> ImageSource:
+def prefetched_copy(data_uri: str) -> Path | None:
+    """The complete local copy of an ``s3://`` dataset made by ``make prefetch``, if any.
+
+    See :mod:`nbhelpers.prefetch` (``NBHELPERS_CACHE`` sets where copies live).
+    """
+    from nbhelpers.prefetch import local_copy_of
+
+    return local_copy_of(data_uri)
+
+
+def find_images(data_uri: str | os.PathLike, num_images: int | None = None) -> ImageSource:
     """Resolve ``data_uri`` to the list of images to run on, before any Ray work.
 
     Args:
-        data_uri: a local folder (searched recursively), an ``s3://`` URI, or
-            ``"sample"`` for the photos bundled with scikit-image and matplotlib.
+        data_uri: a local folder (searched recursively; ``~`` and ``file://`` work),
+            a single image file, an ``s3://`` URI, or ``"sample"`` for the photos
+            bundled with scikit-image and matplotlib.
         num_images: use at most this many images, spread evenly (``None``: all).
 
     Returns:
-        An :class:`ImageSource` with the sorted image paths.
+        An :class:`ImageSource` with the sorted image paths (absolute for local files).
 
     Raises:
-        DataSourceError: the place does not exist, is empty, or holds no image.
+        DataSourceError: the place does not exist, is empty, or holds no image; the
+            message names the place and what was looked for.
     """
-    data_uri = str(data_uri)
+    data_uri = os.fspath(data_uri).strip() if isinstance(data_uri, os.PathLike | str) else data_uri
+    if not isinstance(data_uri, str) or not data_uri:
+        raise DataSourceError(f"data_uri must be {_SUPPORTED}; got {data_uri!r}.")
     filesystem = None
+    scheme = urlparse(data_uri).scheme.lower() if "://" in data_uri else ""
     if data_uri == "sample":
-        kind, images, skipped = "sample", sample_photo_paths(), Counter()
-    elif data_uri.startswith("s3://"):
-        kind = "s3"
-        images, skipped, filesystem = _list_s3(data_uri)
-    else:
-        kind = "local"
-        root = Path(data_uri).expanduser()
-        if not root.exists():
-            raise DataSourceError(f"data_uri {data_uri!r} does not exist.")
-        if root.is_file():
-            images, skipped = ([str(root)], Counter()) if is_image_name(root.name) else ([], Counter({root.suffix.lower(): 1}))
+        kind, place = "sample", "the sample photos"
+        images, skipped = sample_photo_paths(), Counter()
+    elif scheme in ("s3", "s3a"):
+        kind, place = "s3", data_uri
+        data_uri = "s3://" + data_uri.split("://", 1)[1]
+        if copy := prefetched_copy(data_uri):
+            kind = f"the local copy in {copy} made by `make prefetch`; no network needed"
+            images, skipped = _list_local(copy)
         else:
-            images, skipped = _list_local(root)
-    if not images:
-        found = f" (it holds only: {dict(skipped)})" if skipped else " (it is empty)"
+            images, skipped, filesystem = _list_s3(data_uri)
+    elif scheme in ("", "file"):
+        kind = "local"
+        root = _local_root(data_uri)
+        place = str(root)
+        images, skipped = _list_local_root(root, data_uri)
+    else:
         raise DataSourceError(
-            f"No images in {data_uri!r}{found}. Looked recursively for files ending in "
-            f"{', '.join(IMAGE_EXTENSIONS)} (any case)."
+            f"data_uri {data_uri!r}: {scheme}:// is not supported. Give {_SUPPORTED} "
+            "(copy the images to a local folder or an S3 bucket first)."
         )
+    if not images:
+        raise DataSourceError(_no_images_message(data_uri, place, skipped))
     images.sort()
     return ImageSource(
         uri=data_uri,
@@ -236,7 +359,53 @@ def find_images(data_uri: str, num_images: int | None = None) -> ImageSource:
     )
 
 
-def choose_num_images(num_images: int | str | None, use_gpu: bool, cpu_default: int) -> tuple[int | None, str]:
+def _local_root(data_uri: str) -> Path:
+    """The absolute local path that ``data_uri`` names (Ray workers may run elsewhere)."""
+    path = data_uri
+    if path.lower().startswith("file://"):
+        path = unquote(urlparse(path).path)
+    root = Path(os.path.abspath(Path(path).expanduser()))
+    if not os.path.lexists(root):
+        raise DataSourceError(
+            f"data_uri {data_uri!r} does not exist (looked for a folder or an image file at "
+            f"{root}). Give {_SUPPORTED}."
+        )
+    if not root.exists():
+        raise DataSourceError(f"data_uri {data_uri!r} is a broken symbolic link ({root}).")
+    return root
+
+
+def _list_local_root(root: Path, data_uri: str) -> tuple[list[str], Counter]:
+    """The images at a local ``root``: a folder searched recursively, or one image file."""
+    if root.is_dir():
+        try:
+            return _list_local(root)
+        except PermissionError as error:
+            raise DataSourceError(f"Cannot list {data_uri!r}: {error}.") from error
+    if is_image_name(root.name):
+        return [str(root)], Counter()
+    return [], Counter({root.suffix.lower(): 1})
+
+
+def _no_images_message(data_uri: str, place: str, skipped: Counter) -> str:
+    """Why no image was found at ``place``: empty, or only other kinds of files."""
+    if skipped:
+        others = ", ".join(
+            f"{count} {ext or '(no extension)'}" for ext, count in sorted(skipped.items())
+        )
+        found = f"it holds no image, only: {others}"
+    else:
+        found = "it is empty"
+    where = place if place == data_uri else f"{place}, from data_uri {data_uri!r}"
+    return (
+        f"No images in {where}: {found}. Looked recursively for files ending in "
+        f"{', '.join(IMAGE_EXTENSIONS)} (any case)."
+    )
+
+
+def choose_num_images(
+    num_images: int | str | None, use_gpu: bool, cpu_default: int
+) -> tuple[int | None, str]:
     """Resolve the ``num_images`` parameter, and say what was chosen.
 
     ``"auto"`` means every image on GPUs and ``cpu_default`` images without, so a
@@ -256,5 +425,7 @@ def choose_num_images(num_images: int | str | None, use_gpu: bool, cpu_default: 
     if num_images is None:
         return None, "Using every image."
     if isinstance(num_images, str) or int(num_images) < 1:
-        raise ValueError(f"num_images must be 'auto', None or a positive number, got {num_images!r}.")
+        raise ValueError(
+            f"num_images must be 'auto', None or a positive number, got {num_images!r}."
+        )
     return int(num_images), f"Using at most {int(num_images)} images."

@@ -80,3 +80,118 @@ def plot_confusion_matrix(matrix: pd.DataFrame) -> plt.Figure:
             axis.text(j, i, str(count), ha="center", va="center", fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def label_color(label: str) -> tuple[int, int, int]:
+    """A colour for a class name, the same in every image and every run."""
+    red, green, blue, _ = plt.get_cmap("tab20")(sum(map(ord, label)) % 20)
+    return round(red * 255), round(green * 255), round(blue * 255)
+
+
+def draw_detections(
+    image: Image.Image | np.ndarray,
+    boxes: np.ndarray,
+    labels: Sequence[str],
+    scores: Sequence[float] | None = None,
+    max_boxes: int | None = None,
+    width: int = 2,
+) -> np.ndarray:
+    """The image with its boxes drawn, each captioned with its label (and score).
+
+    Args:
+        image: RGB, as a PIL image or a uint8 ``(H, W, 3)`` array.
+        boxes: ``(k, 4)`` ``x1, y1, x2, y2`` in the pixels of ``image``.
+        labels: a class name per box.
+        scores: a score per box, shown after the name.
+        max_boxes: draw only the first this many boxes (detections come sorted by
+            score, so these are the most confident).
+
+    Returns:
+        A uint8 ``(H, W, 3)`` array, drawn with ``torchvision.utils.draw_bounding_boxes``.
+    """
+    import torch
+    from torchvision.utils import draw_bounding_boxes
+
+    pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)[:max_boxes]
+    labels = list(labels)[: len(boxes)]
+    if len(boxes) == 0:
+        return pixels.permute(1, 2, 0).numpy()
+    captions = (
+        [f"{label} {score:.2f}" for label, score in zip(labels, scores, strict=False)]
+        if scores is not None
+        else labels
+    )
+    from matplotlib import font_manager
+
+    colors = [label_color(label) for label in labels]
+    drawn = draw_bounding_boxes(
+        pixels,
+        torch.from_numpy(boxes),
+        labels=captions,
+        colors=colors,
+        width=width,
+        font=font_manager.findfont("DejaVu Sans"),
+        font_size=max(10, pixels.shape[1] // 32),
+        label_colors="white",
+        label_background_colors=colors,
+        fill_labels=True,
+    )
+    return drawn.permute(1, 2, 0).numpy()
+
+
+def plot_detections(
+    predictions: pd.DataFrame,
+    filesystem: pafs.FileSystem | None = None,
+    limit: int = 6,
+    ncols: int = 3,
+    max_boxes: int = 10,
+) -> plt.Figure:
+    """Grid of the first ``limit`` images with their boxes, labels and scores (or the error).
+
+    ``predictions`` holds one row per image with ``path``, ``width``, ``height``,
+    ``boxes`` (original-image pixels), ``labels``, ``scores`` and ``error``. The
+    images are read again, small, and the boxes scaled to match.
+    """
+    from nbhelpers.detect import as_boxes, as_list
+
+    images, titles = [], []
+    for row in predictions.head(limit).itertuples():
+        name = str(row.path).rsplit("/", 1)[-1]
+        shown = load_for_display(row.path, filesystem)
+        if (row.error is not None and not pd.isna(row.error)) or shown is None:
+            images.append(None)
+            titles.append(f"{name}\nfailed: {str(row.error)[:40]}")
+            continue
+        factors = np.array([shown.width / row.width, shown.height / row.height] * 2)
+        boxes, labels, scores = as_boxes(row.boxes), as_list(row.labels), as_list(row.scores)
+        images.append(draw_detections(shown, boxes * factors, labels, scores, max_boxes=max_boxes))
+        note = f" (top {max_boxes} drawn)" if len(labels) > max_boxes else ""
+        titles.append(f"{name}\n{len(labels)} detections{note}")
+    return show_images(images, titles, ncols=ncols, size=4.0)
+
+
+def plot_detection_summary(
+    predictions: pd.DataFrame, score_threshold: float | None = None, top: int = 15
+) -> plt.Figure:
+    """Two plots: detections per class (the ``top`` most frequent) and the score distribution."""
+    from nbhelpers.evaluate import detections_table
+
+    table = detections_table(predictions)
+    figure, (by_class, by_score) = plt.subplots(1, 2, figsize=(11, 3.8))
+    counts = table["label"].value_counts().head(top).iloc[::-1]
+    by_class.barh(counts.index, counts.to_numpy(), color="tab:blue")
+    by_class.set_xlabel("detections")
+    by_class.set_title(
+        f"Detections per class (top {top})" if len(counts) == top else "Detections per class"
+    )
+    low = score_threshold if score_threshold is not None else 0.0
+    by_score.hist(table["score"], bins=np.linspace(low, 1, 21), color="tab:orange")
+    by_score.set_xlabel("score")
+    by_score.set_ylabel("detections")
+    by_score.set_title(f"Score distribution ({len(table)} detections)")
+    if len(table) == 0:
+        for axis in (by_class, by_score):
+            axis.text(0.5, 0.5, "no detections", ha="center", va="center", transform=axis.transAxes)
+    figure.tight_layout()
+    return figure

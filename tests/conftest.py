@@ -91,3 +91,165 @@ def copy_tree(source: Path, target: Path) -> Path:
     """Copy a generated folder (tests that change it keep the shared fixture intact)."""
     shutil.copytree(source, target)
     return target
+
+
+# --- A real S3-compatible server (moto) on 127.0.0.1, started and stopped by the tests ---
+
+
+class S3Server:
+    """moto's S3 server in its own process on a free local port.
+
+    With ``require_credentials`` every request after the set-up needs the access key
+    that :meth:`start` created (moto checks signatures once IAM users exist); without
+    it, the server answers anonymous requests like a public bucket does, and still
+    refuses anonymous reads of objects that are not ``public-read``.
+    """
+
+    SETUP_REQUESTS = 3  # create the user, its policy and its access key without credentials
+
+    def __init__(self, require_credentials: bool):
+        self.require_credentials = require_credentials
+        self.process: subprocess.Popen | None = None
+        self.endpoint = ""
+        self.access_key = "unused-access-key"
+        self.secret_key = "unused-secret-key"
+
+    def start(self) -> S3Server:
+        """Start the server, wait until it answers, and create the credentials."""
+        import socket
+        import time
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env = os.environ | {"MOTO_ALLOW_NONEXISTENT_REGION": "true"}
+        if self.require_credentials:
+            env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(self.SETUP_REQUESTS)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.endpoint = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("moto's S3 server did not start") from None
+                time.sleep(0.1)
+        if self.require_credentials:
+            self._create_credentials()
+        return self
+
+    def _create_credentials(self) -> None:
+        iam = self.client("iam")
+        iam.create_user(UserName="reader")
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+        }
+        iam.put_user_policy(UserName="reader", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+
+    def client(
+        self, service: str = "s3", access_key: str | None = None, secret_key: str | None = None
+    ):
+        """A boto3 client for this server (with this server's credentials by default)."""
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=access_key or self.access_key,
+            aws_secret_access_key=secret_key or self.secret_key,
+        )
+
+    def env(self, credentials: bool = True) -> dict[str, str]:
+        """Environment variables that point AWS clients (and pyarrow) at this server.
+
+        Empty values remove a variable in :func:`execute_notebook`.
+        """
+        return {
+            "AWS_ENDPOINT_URL_S3": self.endpoint,
+            "AWS_ENDPOINT_URL": "",
+            "AWS_ACCESS_KEY_ID": self.access_key if credentials else "",
+            "AWS_SECRET_ACCESS_KEY": self.secret_key if credentials else "",
+            "AWS_SESSION_TOKEN": "",
+            "AWS_PROFILE": "",
+            "AWS_REGION": "us-east-1",
+        }
+
+    def upload(self, bucket: str, files: dict[str, bytes], public: bool = False) -> None:
+        """Create ``bucket`` and put ``files`` (key -> bytes) into it."""
+        s3 = self.client()
+        s3.create_bucket(Bucket=bucket, **({"ACL": "public-read"} if public else {}))
+        for key, body in files.items():
+            extra = {"ACL": "public-read"} if public else {}
+            s3.put_object(Bucket=bucket, Key=key, Body=body, **extra)
+
+    def stop(self) -> None:
+        """Stop the server process."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def s3_photo_files(sample_photos: list[Path]) -> dict[str, bytes]:
+    """A small labelled set in Imagenette's layout, with odd key names and one empty file.
+
+    Four photos (shrunk to keep the runs short) under synset prefixes, one empty
+    ``.jpg`` (a failed row) and one text file (skipped: not an image by name).
+    """
+    import io
+
+    from PIL import Image
+
+    def jpeg(photo: Path) -> bytes:
+        image = Image.open(photo).convert("RGB")
+        image.thumbnail((320, 320))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=90)
+        return buffer.getvalue()
+
+    return {
+        "imagenette/val/n01440764/tench one.JPEG": jpeg(sample_photos[0]),
+        "imagenette/val/n01440764/n01440764_2.jpg": jpeg(sample_photos[2]),
+        "imagenette/val/n03445777/golf ball #2 ü.jpeg": jpeg(sample_photos[3]),
+        "imagenette/val/n03888257/nested/parachute.png": jpeg(sample_photos[6]),
+        "imagenette/val/n03888257/empty.jpg": b"",
+        "imagenette/val/README.txt": b"Four photos, one empty file and this note.",
+    }
+
+
+@pytest.fixture(scope="session")
+def public_s3(sample_photos):
+    """A public-read bucket ``public-photos`` on a local S3 server without credentials."""
+    server = S3Server(require_credentials=False).start()
+    try:
+        server.upload("public-photos", s3_photo_files(sample_photos), public=True)
+        server.upload("private-photos", s3_photo_files(sample_photos), public=False)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def private_s3(sample_photos):
+    """A private bucket ``team-photos`` on a local S3 server that checks credentials."""
+    server = S3Server(require_credentials=True).start()
+    try:
+        server.upload("team-photos", s3_photo_files(sample_photos))
+        yield server
+    finally:
+        server.stop()

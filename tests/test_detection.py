@@ -1,0 +1,312 @@
+"""Unit tests of the detection stages: VOC annotations, class mapping, boxes, parity, mAP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights
+
+from nbhelpers.detect import (
+    OFFLINE_SCORE_THRESHOLD,
+    PRETRAINED_SCORE_THRESHOLD,
+    as_boxes,
+    build_fasterrcnn,
+    choose_score_threshold,
+    detect,
+    detect_rows,
+    group_by_padded_size,
+    scale_boxes,
+)
+from nbhelpers.evaluate import box_iou, compare_detections, detections_per_class
+from nbhelpers.models import WeightsUnavailableError
+from nbhelpers.pipeline import prepare_batch
+from nbhelpers.visualize import draw_detections
+from nbhelpers.voc import (
+    VOC_TO_COCO,
+    AnnotationError,
+    annotation_path,
+    coco_name,
+    find_voc_annotations,
+    mean_average_precision,
+    parse_voc_xml,
+)
+
+COCO = tuple(FasterRCNN_ResNet50_FPN_V2_Weights.DEFAULT.meta["categories"])
+CPU = torch.device("cpu")
+
+
+def voc_xml(objects: list[tuple[str, tuple[int, int, int, int], int]], size=(500, 375)) -> str:
+    """The text of a VOC annotation with ``(name, (xmin, ymin, xmax, ymax), difficult)`` objects."""
+    items = "".join(
+        f"<object><name>{name}</name><pose>Left</pose><truncated>0</truncated>"
+        f"<difficult>{difficult}</difficult><bndbox><xmin>{box[0]}</xmin><ymin>{box[1]}</ymin>"
+        f"<xmax>{box[2]}</xmax><ymax>{box[3]}</ymax></bndbox></object>"
+        for name, box, difficult in objects
+    )
+    return (
+        f"<annotation><folder>VOC2012</folder><filename>x.jpg</filename><size>"
+        f"<width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"
+        f"{items}</annotation>"
+    )
+
+
+# --- VOC annotations and class names ---------------------------------------------------
+
+
+def test_parse_voc_xml_reads_size_objects_and_difficult_flags():
+    annotation = parse_voc_xml(
+        voc_xml([("Dog", (11, 21, 200, 300), 0), ("cat", (1, 1, 50, 60), 1)]), "a.xml"
+    )
+    assert (annotation.width, annotation.height) == (500, 375)
+    assert [o.name for o in annotation.objects] == ["dog", "cat"]
+    # 1-based inclusive pixel indices become continuous coordinates
+    assert annotation.objects[0].box == (10, 20, 200, 300)
+    assert [o.difficult for o in annotation.objects] == [False, True]
+
+
+def test_parse_voc_xml_without_objects_is_an_empty_annotation():
+    assert parse_voc_xml(voc_xml([])).objects == ()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("not xml at all", "not valid XML"),
+        ("<html></html>", "not <annotation>"),
+        ("<annotation><object><name>dog</name></object></annotation>", "no <bndbox>"),
+        (voc_xml([("dog", ("a", 1, 2, 3), 0)]), "not a number"),
+    ],
+)
+def test_parse_voc_xml_rejects_broken_files_with_the_reason(text, message):
+    with pytest.raises(AnnotationError, match=message):
+        parse_voc_xml(text, "broken.xml")
+
+
+def test_every_voc_class_maps_to_a_coco_category():
+    assert len(VOC_TO_COCO) == 20
+    assert set(VOC_TO_COCO.values()) <= set(COCO)
+    assert coco_name("tvmonitor") == "tv"
+    assert coco_name("Sofa") == "couch"
+    assert coco_name("aeroplane") == "airplane"
+    assert coco_name("cat") == "cat"
+    with pytest.raises(KeyError, match="not a Pascal VOC class"):
+        coco_name("giraffe")
+
+
+def test_annotation_path_follows_the_voc_layout():
+    assert annotation_path("/data/VOC/JPEGImages/2007_000063.jpg") == (
+        "/data/VOC/Annotations/2007_000063.xml"
+    )
+    assert annotation_path("air-example-data/AnimalDetection/JPEGImages/a.b.JPG") == (
+        "air-example-data/AnimalDetection/Annotations/a.b.xml"
+    )
+    assert annotation_path("/photos/holiday/a.jpg") is None
+
+
+def test_find_voc_annotations_reads_what_exists_and_reports_broken_files(tmp_path):
+    images, notes = tmp_path / "JPEGImages", tmp_path / "Annotations"
+    images.mkdir()
+    notes.mkdir()
+    paths = [str(images / f"{name}.jpg") for name in ("good", "missing", "broken")]
+    (notes / "good.xml").write_text(voc_xml([("dog", (1, 1, 10, 10), 0)]))
+    (notes / "broken.xml").write_text("<annotation><object>")
+    found = find_voc_annotations(paths + ["/elsewhere/photo.jpg"])
+    assert list(found.annotations) == [paths[0]]
+    assert found.num_images == 4
+    assert list(found.problems) == [str(notes / "broken.xml")]
+    assert "Annotations for 1 of 4 images" in found.describe()
+    assert "no pascal voc annotations" in find_voc_annotations(paths[1:2]).describe().lower()
+
+
+# --- mean average precision --------------------------------------------------------------
+
+
+def _predictions(rows: list[tuple[str, list, list, list]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"path": path, "boxes": boxes, "labels": labels, "scores": scores, "error": None}
+            for path, boxes, labels, scores in rows
+        ]
+    )
+
+
+def test_mean_average_precision_maps_voc_names_and_ignores_other_coco_classes():
+    annotations = {
+        "a.jpg": parse_voc_xml(voc_xml([("tvmonitor", (11, 11, 100, 100), 0)])),
+        "b.jpg": parse_voc_xml(voc_xml([("dog", (51, 61, 300, 200), 0)])),
+    }
+    perfect = _predictions(
+        [
+            ("a.jpg", [[10, 10, 100, 100], [0, 0, 5, 5]], ["tv", "cup"], [0.99, 0.98]),
+            ("b.jpg", [[50, 60, 300, 200]], ["dog"], [0.95]),
+            ("c.jpg", [[0, 0, 9, 9]], ["dog"], [0.9]),  # not annotated: left out
+        ]
+    )
+    result = mean_average_precision(perfect, annotations, COCO)
+    assert result["map"] == pytest.approx(1.0)
+    assert result["map_50"] == pytest.approx(1.0)
+    assert result["images"] == 2
+    assert set(result["per_class"]) == {"tv", "dog"}
+
+    wrong_class = perfect.assign(labels=[["cat", "cup"], ["cat"], ["dog"]])
+    assert mean_average_precision(wrong_class, annotations, COCO)["map_50"] == pytest.approx(0.0)
+
+
+def test_mean_average_precision_skips_failed_rows_and_needs_annotations():
+    annotations = {"a.jpg": parse_voc_xml(voc_xml([("cat", (1, 1, 10, 10), 0)]))}
+    failed = _predictions([("a.jpg", None, None, None)]).assign(error="not an image")
+    assert mean_average_precision(failed, annotations, COCO) is None
+    assert mean_average_precision(_predictions([]), {}, COCO) is None
+
+
+# --- boxes, grouping, detection ----------------------------------------------------------
+
+
+def test_choose_score_threshold():
+    assert choose_score_threshold(None, pretrained=True) == PRETRAINED_SCORE_THRESHOLD
+    assert choose_score_threshold(None, pretrained=False) == OFFLINE_SCORE_THRESHOLD
+    assert choose_score_threshold(0.3, pretrained=True) == 0.3
+    with pytest.raises(ValueError, match="score_threshold"):
+        choose_score_threshold(1.5, pretrained=True)
+
+
+def test_scale_boxes_maps_array_pixels_to_the_original_image_and_clips():
+    boxes = np.array([[10, 20, 50, 40], [0, 0, 200, 100]], dtype=np.float32)
+    scaled = scale_boxes(boxes, array_size=(100, 200), original_size=(400, 200))
+    np.testing.assert_allclose(scaled, [[20, 40, 100, 80], [0, 0, 400, 200]])
+    beyond = scale_boxes(np.array([[-5, -5, 250, 120]]), (100, 200), (400, 200))
+    np.testing.assert_allclose(beyond, [[0, 0, 400, 200]])
+    assert scale_boxes(np.zeros((0, 4)), (100, 200), (400, 200)).shape == (0, 4)
+
+
+def test_pretrained_detector_without_network_or_cache_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def no_network(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    with pytest.raises(WeightsUnavailableError, match="pretrained=False"):
+        build_fasterrcnn(pretrained=True)
+
+
+@pytest.fixture(scope="module")
+def offline_detector():
+    return build_fasterrcnn(pretrained=False)
+
+
+def test_offline_detector_is_the_same_in_every_build(offline_detector):
+    model, spec = offline_detector
+    again, _ = build_fasterrcnn(pretrained=False)
+    first = next(iter(model.state_dict().values()))
+    assert torch.equal(first, next(iter(again.state_dict().values())))
+    assert spec.categories == COCO and spec.preprocess.max_side == spec.max_size
+
+
+def test_images_are_grouped_by_the_size_the_model_pads_them_to(offline_detector):
+    _, spec = offline_detector
+    images = [np.zeros(shape, np.uint8) for shape in [(240, 320, 3), (480, 640, 3), (320, 240, 3)]]
+    assert group_by_padded_size(images, spec) == [[0, 1], [2]]
+
+
+def _photos(sample_photos, count):
+    return [
+        np.asarray(Image.open(p).convert("RGB").resize((300, 200))) for p in sample_photos[:count]
+    ]
+
+
+def test_detections_do_not_depend_on_the_other_images_of_the_batch(offline_detector, sample_photos):
+    model, spec = offline_detector
+    photo, other = _photos(sample_photos, 2)
+    tall = np.ascontiguousarray(other.transpose(1, 0, 2))  # another padded size
+    alone = detect(model, [photo], spec, CPU)[0]
+    together = detect(model, [tall, photo, photo[:, ::-1]], spec, CPU)[1]
+    assert len(alone["scores"]) > 0, "the offline detector should find something"
+    assert (alone["scores"] >= spec.score_threshold).all()
+    assert list(alone["labels"]) == list(together["labels"])
+    np.testing.assert_allclose(alone["boxes"], together["boxes"], atol=0.05)
+    np.testing.assert_allclose(alone["scores"], together["scores"], atol=1e-4)
+
+
+def test_detect_rows_keeps_failed_rows_and_reports_boxes_in_original_pixels(
+    offline_detector, sample_photos, tmp_path
+):
+    model, spec = offline_detector
+    big = tmp_path / "big.png"
+    Image.open(sample_photos[0]).convert("RGB").resize((1000, 700)).save(big)
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    paths = np.array([str(big), str(empty)], dtype=object)
+    batch = prepare_batch({"path": paths}, spec.preprocess, None)
+    assert batch["image"][0].shape[:2] == (224, 320)  # shrunk before batching
+    out = detect_rows(model, batch, spec, CPU)
+    assert list(out["width"]) == [1000, 0] and list(out["height"]) == [700, 0]
+    assert out["num_detections"][1] == -1 and out["boxes"][1] is None
+    assert "empty file" in out["error"][1] and out["error"][0] is None
+    boxes = as_boxes(out["boxes"][0])
+    assert len(boxes) == out["num_detections"][0] > 0
+    assert (boxes[:, 2] <= 1000).all() and (boxes[:, 3] <= 700).all() and (boxes >= 0).all()
+    assert boxes[:, 2].max() > 320, "boxes should be in original pixels, not the shrunk array's"
+    assert all(label in COCO for label in out["labels"][0])
+
+    frame = pd.DataFrame(out)
+    frame.to_parquet(tmp_path / "p.parquet")
+    back = pd.read_parquet(tmp_path / "p.parquet")
+    np.testing.assert_allclose(as_boxes(back["boxes"][0]), boxes)
+    assert as_boxes(back["boxes"][1]).shape == (0, 4)
+    assert detections_per_class(back).sum() == out["num_detections"][0]
+
+
+# --- parity and drawing ------------------------------------------------------------------
+
+
+def _one(boxes, labels, scores, path="a.jpg") -> pd.DataFrame:
+    return _predictions([(path, boxes, labels, scores)])
+
+
+def test_box_iou():
+    iou = box_iou(
+        np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]])
+    )
+    np.testing.assert_allclose(iou, [[1.0, 1 / 3, 0.0]])
+
+
+def test_parity_accepts_tiny_differences_and_near_threshold_changes():
+    single = _one([[0, 0, 100, 100], [200, 200, 300, 300]], ["dog", "cat"], [0.97, 0.905])
+    scaled = _one([[0.2, 0, 100, 100.1]], ["dog"], [0.9702])  # the cat at 0.905 dropped out
+    comparison = compare_detections(single, scaled, score_threshold=0.9)
+    assert comparison["match"].all()
+    assert comparison["min_iou"][0] > 0.99
+
+
+@pytest.mark.parametrize(
+    "boxes, labels, scores",
+    [
+        ([[0, 0, 100, 100]], ["cat"], [0.97]),  # another class
+        ([[60, 60, 160, 160]], ["dog"], [0.97]),  # another place
+        ([[0, 0, 100, 100]], ["dog"], [0.93]),  # another score
+        ([], [], []),  # missing
+        ([[0, 0, 100, 100], [300, 0, 400, 90]], ["dog", "dog"], [0.97, 0.96]),  # an extra one
+    ],
+)
+def test_parity_rejects_real_differences(boxes, labels, scores):
+    single = _one([[0, 0, 100, 100]], ["dog"], [0.97])
+    comparison = compare_detections(single, _one(boxes, labels, scores), score_threshold=0.9)
+    assert not comparison["match"].any()
+
+
+def test_parity_fails_for_an_image_the_scaled_run_lost():
+    single = _one([], [], [])
+    assert not compare_detections(single, _one([], [], [], path="b.jpg"), 0.9)["match"].any()
+
+
+def test_draw_detections_draws_boxes_and_leaves_images_without_boxes_alone():
+    image = np.full((120, 160, 3), 255, np.uint8)
+    drawn = draw_detections(image, np.array([[10, 10, 100, 80]]), ["dog"], [0.9])
+    assert drawn.shape == image.shape and drawn.dtype == np.uint8
+    assert (drawn != 255).any()
+    unchanged = draw_detections(image, np.zeros((0, 4)), [], [])
+    np.testing.assert_array_equal(unchanged, image)
