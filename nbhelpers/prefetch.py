@@ -71,8 +71,8 @@ def local_copy_of(uri: str) -> Path | None:
     A copy counts once its marker file exists, so an interrupted download is never
     used as if it were the dataset.
     """
-    if not str(uri).startswith("s3://"):
-        return None
+    if not str(uri).startswith("s3://") or not urlparse(str(uri)).hostname:
+        return None  # not S3, or no bucket: find_images explains what is wrong
     folder = local_copy_path(str(uri))
     return folder if marker_path(folder).is_file() and folder.is_dir() else None
 
