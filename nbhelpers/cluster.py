@@ -189,6 +189,7 @@ def size_actor_pool(
                     f"{actors} actors share {for_actors:g} CPUs ({cpus_per_actor:.2g} each), "
                     f"so that {reserve:g} CPU stays free for reading and preprocessing."
                 )
+        cpus_per_actor = _fit_on_one_node(resources, cpus_per_actor, notes)
         gpus_per_actor = 0.0
     cpus_per_task = min(1.0, reserve, _cpus_left_on_each_node(resources, actors, cpus_per_actor))
     if cpus_per_task == cpus_per_actor and gpus_per_actor == 0:
@@ -205,6 +206,22 @@ def size_actor_pool(
         notes=tuple(notes),
         torch_threads=torch_threads_per_actor(resources, actors, gpu, cpus_per_actor),
     )
+
+
+def _fit_on_one_node(resources: ClusterResources, cpus_per_actor: float, notes: list[str]) -> float:
+    """``cpus_per_actor``, capped at the CPUs of the smallest node of a multi-node cluster.
+
+    An actor runs on one node: on two 2-CPU nodes, one actor asking for 3 CPUs fits
+    nowhere and the pool would wait for it forever.
+    """
+    if len(resources.node_cpus) < 2 or cpus_per_actor <= min(resources.node_cpus):
+        return cpus_per_actor
+    smallest = min(resources.node_cpus)
+    notes.append(
+        f"Each actor reserves {smallest:g} CPUs, as many as the smallest node has, "
+        f"so that it fits on any node (not {cpus_per_actor:g})."
+    )
+    return smallest
 
 
 def _cpus_left_on_each_node(

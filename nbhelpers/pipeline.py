@@ -100,7 +100,7 @@ def read_images_safely(
     source: ImageSource,
     preprocess: Preprocess,
     cpus_per_task: float = 1.0,
-    rows_per_block: int = 16,
+    rows_per_block: int | None = None,
 ) -> ray.data.Dataset:
     """A Ray dataset of prepared images: one row per path in ``source``, failures included.
 
@@ -110,9 +110,10 @@ def read_images_safely(
             :class:`~nbhelpers.preprocess.LimitSize`, applied in the read tasks.
         cpus_per_task: CPUs each read-and-preprocess task reserves (from the
             actor-pool plan, so that the model actors never starve these tasks).
-        rows_per_block: paths per block; small blocks spread decoding over tasks.
+        rows_per_block: paths per block (``None``: :func:`choose_rows_per_block`).
     """
     paths = [{"path": path} for path in source.paths]
+    rows_per_block = rows_per_block or choose_rows_per_block(len(paths))
     num_blocks = max(1, math.ceil(len(paths) / rows_per_block))
     return ray.data.from_items(paths, override_num_blocks=num_blocks).map_batches(
         prepare_batch,
@@ -121,6 +122,24 @@ def read_images_safely(
         num_cpus=cpus_per_task,
         batch_format="numpy",
     )
+
+
+MAX_ROWS_PER_BLOCK = 16
+"""Paths per read task on a large dataset: enough to amortise Ray's cost per task."""
+
+
+def choose_rows_per_block(num_paths: int, cpus: float | None = None) -> int:
+    """Paths per block: at most 16, fewer when the dataset is small for the cluster.
+
+    Ray Data hands whole blocks to the model actors, so a dataset of a single block
+    keeps one actor busy and the others idle. Aim for at least two blocks per CPU of
+    the cluster (``cpus``; ``None``: read from Ray), so that every actor, on every
+    node, gets a share even of a small dataset.
+    """
+    if cpus is None:
+        cpus = ray.cluster_resources().get("CPU", 1.0) if ray.is_initialized() else 1.0
+    wanted_blocks = max(1, math.ceil(2 * cpus))
+    return max(1, min(MAX_ROWS_PER_BLOCK, math.ceil(num_paths / wanted_blocks)))
 
 
 def predict_with_actors(

@@ -62,3 +62,34 @@ def test_cpu_tasks_are_not_fused_into_actors():
     for cpus in (1, 2, 3, 16):
         plan = size_actor_pool(ClusterResources(cpus=cpus, gpus=0))
         assert plan.cpus_per_task != plan.cpus_per_actor
+
+
+@pytest.mark.parametrize("num_actors", [None, 1, 2, 3, 5, 8])
+def test_every_actor_and_a_read_task_fit_on_the_nodes_of_a_cluster(num_actors):
+    """Two 2-CPU nodes: no actor may ask for more than a node has, and a task must still fit."""
+    nodes = [2.0, 2.0]
+    resources = ClusterResources(cpus=sum(nodes), gpus=0, nodes=2, node_cpus=tuple(nodes))
+    plan = size_actor_pool(resources, num_actors=num_actors)
+    assert plan.cpus_per_actor <= min(nodes)
+    # Place the actors as Ray spreads them, one node after the other, then a read task.
+    free = list(nodes)
+    for i in range(plan.num_actors):
+        node = max(range(len(free)), key=lambda n: (free[n] >= plan.cpus_per_actor, free[n]))
+        assert free[node] >= plan.cpus_per_actor - 1e-9, f"actor {i} fits on no node: {plan}"
+        free[node] -= plan.cpus_per_actor
+    assert max(free) >= plan.cpus_per_task - 1e-9, f"no node has room for a read task: {plan}"
+
+
+def test_an_actor_larger_than_a_node_is_capped_with_a_note():
+    resources = ClusterResources(cpus=4, gpus=0, nodes=2, node_cpus=(2.0, 2.0))
+    plan = size_actor_pool(resources, num_actors=1)
+    assert plan.cpus_per_actor == 2.0
+    assert "smallest node" in plan.describe()
+
+
+def test_small_datasets_are_split_so_that_every_actor_gets_work():
+    from nbhelpers.pipeline import choose_rows_per_block
+
+    assert choose_rows_per_block(12, cpus=4) == 2  # 6 blocks for 2 to 3 actors
+    assert choose_rows_per_block(1, cpus=16) == 1
+    assert choose_rows_per_block(10_000, cpus=4) == 16  # large datasets: full blocks

@@ -44,19 +44,17 @@ def test_sample_photos_offline(run_notebook, tmp_path, sample_photos):
     assert (run.predictions["score"].between(0, 1)).all()
 
 
-def test_labelled_imagenette_folder(run_notebook, tmp_path, imagenette_folder):
-    run = run_notebook(
-        "01_resnet_classification",
-        tmp_path,
-        pretrained=False,
-        data_uri=str(imagenette_folder),
-        batch_size=3,
-    )
-    check_contract(run, 8)
+def check_labelled_run(run, num_images: int, batch_size: int) -> None:
+    """A run on the generated Imagenette-layout folder: the contract, true labels, accuracy.
+
+    Notebook 01 runs on that folder in ``tests/test_ray_cluster.py``, on a two-node
+    cluster: one execution checks both.
+    """
+    check_contract(run, num_images)
     truth = run.predictions["true_index"]
     assert truth.notna().all()
     assert set(truth) <= set(IMAGENETTE_SYNSETS.values())
     expected = (run.predictions["true_index"] == run.predictions["label_index"]).mean()
     assert run.summary["accuracy"] == pytest.approx(expected)
     assert run.summary["parity"]["ok"]
-    assert run.summary["parameters"]["batch_size"] == 3
+    assert run.summary["parameters"]["batch_size"] == batch_size
