@@ -12,7 +12,7 @@ NB ?=
 P ?=
 JOB_ARGS := $(if $(NB),--only $(NB)) $(foreach kv,$(P),-p $(firstword $(subst =, ,$(kv))) $(patsubst $(firstword $(subst =, ,$(kv)))=%,%,$(kv)))
 
-.PHONY: setup run smoke test lab lint style clean bench
+.PHONY: setup run smoke test lab lint style clean bench doctor prefetch
 
 setup: $(READY)
 
@@ -32,11 +32,20 @@ smoke: $(READY)  ## every notebook offline: random weights, the sample photos, a
 test: $(READY)  ## unit tests and every notebook executed offline
 	$(BIN)/python -m pytest
 
+doctor:  ## what this machine needs, checked in seconds without network (works before setup too)
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m nbhelpers.doctor $(ARGS); \
+	else echo "No environment yet (.venv): checking $(PYTHON); 'make setup' creates it."; \
+	PYTHONPATH=. $(PYTHON) -m nbhelpers.doctor --skip-ray $(ARGS); fi
+
+prefetch: $(READY)  ## download weights and datasets once, for runs without network (ARGS="--num-images 200")
+	$(BIN)/python -m nbhelpers.prefetch $(ARGS)
+
 bench: $(READY)  ## images/s of the notebooks' pipeline vs the tutorial, a DataLoader, the model alone
 	$(BIN)/python benchmarks/bench.py $(ARGS)
 
-lab: $(READY)  ## JupyterLab with the project's kernel
-	$(BIN)/jupyter lab notebooks
+LAB_ARGS ?=
+lab: $(READY)  ## JupyterLab with the project's kernel (LAB_ARGS="--port 8890 --no-browser")
+	$(BIN)/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 lint: $(READY)  ## ruff on the package, the tests and the notebooks
 	$(BIN)/ruff check nbhelpers tests benchmarks notebooks

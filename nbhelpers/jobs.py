@@ -1,8 +1,11 @@
 """Run the notebooks as papermill jobs: ``python -m nbhelpers.jobs [--smoke] [--only 01] [-p name value]``.
 
 Each notebook is executed in a subprocess with an outer time limit (papermill
-waits forever when a kernel dies), and its executed copy and results land in
-``outputs/<notebook>/``.
+waits forever when a kernel dies). A run leaves everything in one folder,
+``outputs/run/`` (``make run``) or ``outputs/smoke/`` (``make smoke``), replaced
+by the next run of the same kind: per notebook its executed copy, an HTML
+rendering, ``predictions.parquet`` and ``summary.json``; and ``index.md`` and
+``index.html`` with one row per notebook (see :mod:`nbhelpers.report`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from nbhelpers.report import NotebookReport, read_summary, render_html, write_index
 from nbhelpers.results import PROJECT_ROOT
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
@@ -31,28 +35,42 @@ def notebook_paths(only: str | None = None) -> list[Path]:
     return paths
 
 
-def execute(notebook: Path, output_root: Path, parameters: dict[str, str], timeout_s: int) -> Path:
-    """Execute one notebook with papermill; returns its output folder.
+def execute(
+    notebook: Path, output_root: Path, parameters: dict[str, str], timeout_s: int
+) -> NotebookReport:
+    """Execute one notebook with papermill, render it as HTML, and read its summary.
 
-    Raises:
-        RuntimeError: the notebook failed or ran past ``timeout_s``.
+    A failure (an error in a cell, or more than ``timeout_s`` seconds) is recorded
+    in the report rather than raised, so that the other notebooks still run.
     """
     output_dir = output_root / notebook.stem
     output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "summary.json").unlink(missing_ok=True)  # never report a previous run's
     executed = output_dir / f"{notebook.stem}.ipynb"
     command = [sys.executable, "-m", "papermill", str(notebook), str(executed), "-k", "python3"]
     command += ["--cwd", str(NOTEBOOK_DIR), "-p", "output_dir", str(output_dir)]
     for name, value in parameters.items():
         command += ["-p", name, value]
+    start = time.perf_counter()
+    error = None
     try:
         result = subprocess.run(
             command, timeout=timeout_s, env=os.environ | {"PYTHONUNBUFFERED": "1"}
         )
-    except subprocess.TimeoutExpired as error:
-        raise RuntimeError(f"{notebook.name} ran past {timeout_s}s and was stopped.") from error
-    if result.returncode != 0:
-        raise RuntimeError(f"{notebook.name} failed; see the executed copy {executed}.")
-    return output_dir
+        if result.returncode != 0:
+            error = f"stopped with an error; see {executed.name} or its HTML page"
+    except subprocess.TimeoutExpired:
+        error = f"ran past {timeout_s}s and was stopped"
+    seconds = time.perf_counter() - start
+    page = None
+    if executed.is_file():
+        try:
+            page = render_html(executed)
+        except Exception as problem:  # noqa: BLE001 - a missing page must not hide the results
+            print(f"    (no HTML page for {executed.name}: {problem})", file=sys.stderr)
+    return NotebookReport(
+        notebook.stem, output_dir, executed, seconds, error, read_summary(output_dir), page
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,24 +88,37 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("NAME", "VALUE"),
         help="papermill parameter, repeatable (None, True, False and numbers are typed)",
     )
-    parser.add_argument("--output-root", type=Path, default=PROJECT_ROOT / "outputs")
+    parser.add_argument(
+        "--output-root",
+        type=Path,
+        help="where the run goes (default: outputs/run, or outputs/smoke with --smoke)",
+    )
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per notebook")
     args = parser.parse_args(argv)
     parameters = dict(SMOKE_PARAMETERS) if args.smoke else {}
     parameters |= dict(args.p)
-    failures = []
-    for notebook in notebook_paths(args.only):
-        start = time.perf_counter()
-        print(f"==> {notebook.name} {parameters or '(default parameters)'}", flush=True)
-        try:
-            folder = execute(notebook, args.output_root, parameters, args.timeout)
-            print(
-                f"<== {notebook.name}: done in {time.perf_counter() - start:.0f}s, results in {folder}"
-            )
-        except RuntimeError as error:
-            print(f"<== {error}", file=sys.stderr)
-            failures.append(notebook.name)
-    return 1 if failures else 0
+    kind = "smoke" if args.smoke else "run"
+    output_root = args.output_root or PROJECT_ROOT / "outputs" / kind
+    notebooks = notebook_paths(args.only)
+    reports = []
+    for number, notebook in enumerate(notebooks, start=1):
+        shown = parameters or "(default parameters)"
+        print(f"==> [{number}/{len(notebooks)}] {notebook.name} {shown}", flush=True)
+        report = execute(notebook, output_root, parameters, args.timeout)
+        reports.append(report)
+        cells = report.cells()
+        print(
+            f"<== [{number}/{len(notebooks)}] {notebook.name}: {report.status} in "
+            f"{cells['duration']}; {cells['images in'] or 0} images, {cells['failed'] or 0} failed, "
+            f"{cells['images/s'] or '?'} images/s, {cells['accuracy / mAP']}"
+            + (f"; {report.error}" if report.error else ""),
+            file=sys.stderr if report.status == "failed" else sys.stdout,
+            flush=True,
+        )
+    title = "Smoke run (offline)" if args.smoke else "Notebook run"
+    index = write_index(reports, output_root, title)
+    print(f"\n{index.read_text()}\nReport: {index} and {index.with_suffix('.html')}")
+    return 1 if any(report.status == "failed" for report in reports) else 0
 
 
 if __name__ == "__main__":

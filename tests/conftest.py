@@ -57,6 +57,31 @@ def execute_notebook(
     return NotebookRun(output_dir, executed)
 
 
+def run_smoke_job(only: str, output_root: Path, **parameters) -> Path:
+    """Run ``python -m nbhelpers.jobs --smoke`` (what ``make smoke`` runs) for one notebook.
+
+    Returns ``output_root``, which then holds the run's report (``index.md``, ``index.html``)
+    and a folder per notebook.
+    """
+    command = [sys.executable, "-m", "nbhelpers.jobs", "--smoke", "--only", only]
+    command += ["--output-root", str(output_root), "--timeout", str(NOTEBOOK_TIMEOUT_S)]
+    for key, value in parameters.items():
+        command += ["-p", key, str(value)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONUNBUFFERED": "1"}
+    try:
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=NOTEBOOK_TIMEOUT_S + 60, env=env
+        )
+    except subprocess.TimeoutExpired as error:
+        subprocess.run(["ray", "stop", "--force"], capture_output=True)
+        raise AssertionError(f"the smoke job for {only} did not finish") from error
+    if result.returncode != 0:
+        raise AssertionError(
+            f"the smoke job failed:\n{result.stderr[-6000:]}\n{result.stdout[-3000:]}"
+        )
+    return output_root
+
+
 @pytest.fixture(scope="session")
 def run_notebook():
     """The :func:`execute_notebook` function, for tests that run notebooks."""

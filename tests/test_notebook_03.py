@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import NotebookRun, run_smoke_job
 from PIL import Image
 
 from nbhelpers.detect import OFFLINE_SCORE_THRESHOLD, as_boxes, as_list
@@ -68,12 +69,25 @@ def check_detections(run, expected_paths: int) -> None:
     assert sum(summary["detections_per_class"].values()) <= total
 
 
-def test_sample_photos_offline(run_notebook, tmp_path, sample_photos):
-    run = run_notebook(NOTEBOOK, tmp_path, pretrained=False, data_uri="sample", num_images=6)
+def test_sample_photos_offline_through_make_smoke(tmp_path, sample_photos):
+    """``make smoke NB=03 P="num_images=6"``: the notebook, its HTML page and the run's index."""
+    root = run_smoke_job("03", tmp_path / "smoke", num_images=6)
+    folder = root / NOTEBOOK
+    run = NotebookRun(folder, folder / f"{NOTEBOOK}.ipynb")
     check_detections(run, 6)
+    assert run.summary["parameters"]["pretrained"] is False  # the smoke run's parameters
     assert run.summary["num_failed"] == 0
     assert run.summary["mean_average_precision"] is None  # no annotations beside the photos
     assert run.summary["annotated_images"] == 0
+
+    page = (folder / f"{NOTEBOOK}.html").read_text()
+    assert "data:image/png;base64" in page  # the plots travel inside the page
+    index = (root / "index.md").read_text()
+    row = next(line for line in index.splitlines() if NOTEBOOK in line)
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1:6] == ["ok", "6", "6", "0", f"{run.summary['images_per_second']:.2f}"]
+    assert cells[6] == "no labels" and cells[8].startswith("cpu: 1 actor")
+    assert f'href="{NOTEBOOK}/{NOTEBOOK}.html"' in (root / "index.html").read_text()
 
 
 @pytest.fixture

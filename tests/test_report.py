@@ -1,0 +1,73 @@
+"""The report of a ``make run`` / ``make smoke``: one row per notebook, failures included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nbhelpers import jobs
+from nbhelpers.report import NotebookReport, describe_device, quality, write_index
+
+SUMMARY = {
+    "num_images_in": 40,
+    "num_predicted": 39,
+    "num_failed": 1,
+    "images_per_second": 12.345,
+    "accuracy": None,
+    "mean_average_precision": {"map": 0.4123, "map_50": 0.7},
+    "resources": {"device": "cuda", "actors": 4, "cpus": 32.0, "gpus": 4.0, "nodes": 2},
+}
+
+
+def test_index_lists_every_notebook_and_says_which_failed(tmp_path):
+    good = NotebookReport(
+        "03_fasterrcnn_detection",
+        tmp_path / "03_fasterrcnn_detection",
+        tmp_path / "03_fasterrcnn_detection" / "03_fasterrcnn_detection.ipynb",
+        seconds=95.2,
+        summary=SUMMARY,
+        html=tmp_path / "03_fasterrcnn_detection" / "03_fasterrcnn_detection.html",
+    )
+    failed = NotebookReport(
+        "01_resnet_classification",
+        tmp_path / "01_resnet_classification",
+        tmp_path / "01_resnet_classification" / "01_resnet_classification.ipynb",
+        seconds=12.0,
+        error="ran past 60s and was stopped",
+    )
+    markdown = write_index([good, failed], tmp_path, "Notebook run").read_text()
+    rows = [line for line in markdown.splitlines() if line.startswith("| [") or "| 01_" in line]
+    assert len(rows) == 2
+    assert "| ok | 40 | 39 | 1 | 12.35 | mAP 0.412 (mAP@0.5 0.700) | 95 s |" in rows[0]
+    assert "cuda: 4 actors, 32 CPUs, 4 GPUs on 2 nodes" in rows[0]
+    assert "| failed |" in rows[1] and "ran past 60s" in markdown
+    page = (tmp_path / "index.html").read_text()
+    assert (
+        'class="failed"' in page and "03_fasterrcnn_detection/03_fasterrcnn_detection.html" in page
+    )
+
+
+def test_quality_and_device_texts():
+    assert quality({"accuracy": 0.875}) == "accuracy 87.5%"
+    assert quality({"accuracy": None, "mean_average_precision": None}) == "no labels"
+    assert quality({}) == ""
+    assert describe_device({"device": "cpu", "actors": 1, "cpus": 2.0, "gpus": 0.0}) == (
+        "cpu: 1 actor, 2 CPUs"
+    )
+
+
+def test_a_failing_notebook_makes_the_job_fail_but_the_others_still_run(tmp_path, monkeypatch):
+    ran = []
+
+    def fake_execute(notebook: Path, output_root: Path, parameters, timeout_s):
+        ran.append(notebook.stem)
+        error = "stopped with an error" if notebook.stem.startswith("01") else None
+        folder = output_root / notebook.stem
+        summary = None if error else SUMMARY
+        return NotebookReport(notebook.stem, folder, folder / "x.ipynb", 1.0, error, summary)
+
+    monkeypatch.setattr(jobs, "execute", fake_execute)
+    assert jobs.main(["--smoke", "--output-root", str(tmp_path)]) == 1
+    assert ran == [path.stem for path in jobs.notebook_paths()] and len(ran) == 3
+    rows = [line for line in (tmp_path / "index.md").read_text().splitlines() if "_" in line]
+    statuses = [line.split("|")[2].strip() for line in rows if line.startswith("|")]
+    assert statuses == ["failed", "ok", "ok"]
