@@ -12,7 +12,7 @@ NB ?=
 P ?=
 JOB_ARGS := $(if $(NB),--only $(NB)) $(foreach kv,$(P),-p $(firstword $(subst =, ,$(kv))) $(patsubst $(firstword $(subst =, ,$(kv)))=%,%,$(kv)))
 
-.PHONY: setup run smoke test lab lint style clean bench doctor prefetch
+.PHONY: setup run smoke test lab lint style clean bench bench-vit doctor prefetch
 
 setup: $(READY)
 
@@ -44,6 +44,9 @@ bench: $(READY)  ## images/s of the notebooks' pipeline vs the tutorial, a DataL
 	$(BIN)/python benchmarks/bench.py $(ARGS)
 
 LAB_ARGS ?=
+bench-vit: $(READY)  ## notebook 02's two ways to place the image processor, timed (ARGS="--num-images 64")
+	$(BIN)/python benchmarks/vit_variants.py $(ARGS)
+
 lab: $(READY)  ## JupyterLab with the project's kernel (LAB_ARGS="--port 8890 --no-browser")
 	$(BIN)/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
 import ray
 
@@ -248,9 +249,20 @@ def collect_predictions(dataset: ray.data.Dataset, paths: list[str]) -> tuple[pd
     exactly once.
     """
     start = time.perf_counter()
-    frame = dataset.to_pandas()
+    frame = _to_pandas(list(dataset.iter_batches(batch_size=None, batch_format="pyarrow")))
     seconds = time.perf_counter() - start
     return in_input_order(frame, paths), seconds
+
+
+def _to_pandas(tables: list[pa.Table]) -> pd.DataFrame:
+    """Blocks of results as one DataFrame, joined in Arrow.
+
+    ``Dataset.to_pandas`` would join them in pandas and try to turn list columns
+    (a detector's boxes) into tensors, which fails on the null of a failed image.
+    """
+    if not tables:
+        return pd.DataFrame(columns=["path", "error"])
+    return pa.concat_tables(tables, promote_options="default").to_pandas()
 
 
 def in_input_order(frame: pd.DataFrame, paths: list[str]) -> pd.DataFrame:

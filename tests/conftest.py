@@ -43,18 +43,24 @@ def execute_notebook(
         command += ["-p", key, str(value)] if not isinstance(value, str) else ["-r", key, value]
     full_env = os.environ | {"RAY_ADDRESS": "", "PYTHONUNBUFFERED": "1"} | (env or {})
     full_env = {key: value for key, value in full_env.items() if value != ""}
+    run_with_time_limit(command, full_env, name, NOTEBOOK_TIMEOUT_S)
+    return NotebookRun(output_dir, executed)
+
+
+def run_with_time_limit(command: list[str], env: dict, what: str, timeout_s: float) -> None:
+    """Run ``command``; fail the test with its output when it fails or runs past ``timeout_s``.
+
+    On a time-out, Ray processes the run may have left are stopped.
+    """
     try:
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=NOTEBOOK_TIMEOUT_S, env=full_env
-        )
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired as error:
         subprocess.run(["ray", "stop", "--force"], capture_output=True)
-        raise AssertionError(f"{name} did not finish in {NOTEBOOK_TIMEOUT_S}s") from error
+        raise AssertionError(f"{what} did not finish in {timeout_s}s") from error
     if result.returncode != 0:
         raise AssertionError(
-            f"{name} failed (exit {result.returncode}):\n{result.stderr[-6000:]}\n{result.stdout[-2000:]}"
+            f"{what} failed (exit {result.returncode}):\n{result.stderr[-6000:]}\n{result.stdout[-3000:]}"
         )
-    return NotebookRun(output_dir, executed)
 
 
 def run_smoke_job(only: str, output_root: Path, **parameters) -> Path:
@@ -68,17 +74,7 @@ def run_smoke_job(only: str, output_root: Path, **parameters) -> Path:
     for key, value in parameters.items():
         command += ["-p", key, str(value)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONUNBUFFERED": "1"}
-    try:
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=NOTEBOOK_TIMEOUT_S + 60, env=env
-        )
-    except subprocess.TimeoutExpired as error:
-        subprocess.run(["ray", "stop", "--force"], capture_output=True)
-        raise AssertionError(f"the smoke job for {only} did not finish") from error
-    if result.returncode != 0:
-        raise AssertionError(
-            f"the smoke job failed:\n{result.stderr[-6000:]}\n{result.stdout[-3000:]}"
-        )
+    run_with_time_limit(command, env, f"the smoke job for {only}", NOTEBOOK_TIMEOUT_S + 60)
     return output_root
 
 
@@ -230,28 +226,31 @@ class S3Server:
                 self.process.wait()
 
 
+def jpeg_bytes(photo: Path, longest_side: int = 320, quality: int = 90) -> bytes:
+    """``photo`` shrunk to ``longest_side`` and encoded as JPEG."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(photo).convert("RGB")
+    image.thumbnail((longest_side, longest_side))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 def s3_photo_files(sample_photos: list[Path]) -> dict[str, bytes]:
     """A small labelled set in Imagenette's layout, with odd key names and one empty file.
 
     Four photos (shrunk to keep the runs short) under synset prefixes, one empty
     ``.jpg`` (a failed row) and one text file (skipped: not an image by name).
     """
-    import io
-
-    from PIL import Image
-
-    def jpeg(photo: Path) -> bytes:
-        image = Image.open(photo).convert("RGB")
-        image.thumbnail((320, 320))
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=90)
-        return buffer.getvalue()
 
     return {
-        "imagenette/val/n01440764/tench one.JPEG": jpeg(sample_photos[0]),
-        "imagenette/val/n01440764/n01440764_2.jpg": jpeg(sample_photos[2]),
-        "imagenette/val/n03445777/golf ball #2 ü.jpeg": jpeg(sample_photos[3]),
-        "imagenette/val/n03888257/nested/parachute.png": jpeg(sample_photos[6]),
+        "imagenette/val/n01440764/tench one.JPEG": jpeg_bytes(sample_photos[0]),
+        "imagenette/val/n01440764/n01440764_2.jpg": jpeg_bytes(sample_photos[2]),
+        "imagenette/val/n03445777/golf ball #2 ü.jpeg": jpeg_bytes(sample_photos[3]),
+        "imagenette/val/n03888257/nested/parachute.png": jpeg_bytes(sample_photos[6]),
         "imagenette/val/n03888257/empty.jpg": b"",
         "imagenette/val/README.txt": b"Four photos, one empty file and this note.",
     }

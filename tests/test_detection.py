@@ -310,3 +310,23 @@ def test_draw_detections_draws_boxes_and_leaves_images_without_boxes_alone():
     assert (drawn != 255).any()
     unchanged = draw_detections(image, np.zeros((0, 4)), [], [])
     np.testing.assert_array_equal(unchanged, image)
+
+
+def test_blocks_with_a_failed_image_join_without_tensor_casting():
+    """One block holds only a failed image (null boxes), another real boxes: both come back."""
+    import pyarrow as pa
+
+    from nbhelpers.pipeline import _to_pandas
+
+    failed = pa.table({"path": ["bad.jpg"], "boxes": [None], "error": ["empty file (0 bytes)"]})
+    good = pa.table(
+        {
+            "path": ["a.jpg", "b.jpg"],
+            "boxes": [[[1.0, 2.0, 3.0, 4.0]], [[0.0, 0.0, 5.0, 5.0], [1.0, 1.0, 2.0, 2.0]]],
+            "error": [None, None],
+        }
+    )
+    frame = _to_pandas([failed, good])
+    assert list(frame["path"]) == ["bad.jpg", "a.jpg", "b.jpg"]
+    assert frame["boxes"][0] is None
+    assert [as_boxes(cell).shape for cell in frame["boxes"]] == [(0, 4), (1, 4), (2, 4)]

@@ -7,21 +7,14 @@ from pathlib import Path
 import pytest
 from conftest import NotebookRun, run_smoke_job
 from PIL import Image
+from test_notebook_01 import SUMMARY_FIELDS as CONTRACT_FIELDS
 
 from nbhelpers.detect import OFFLINE_SCORE_THRESHOLD, as_boxes, as_list
 
 pytestmark = pytest.mark.notebook
 
 NOTEBOOK = "03_fasterrcnn_detection"
-SUMMARY_FIELDS = {
-    "notebook",
-    "num_images_in",
-    "num_predicted",
-    "num_failed",
-    "images_per_second",
-    "accuracy",
-    "parameters",
-    "resources",
+SUMMARY_FIELDS = CONTRACT_FIELDS | {
     "parity",
     "score_threshold",
     "num_detections",

@@ -9,13 +9,12 @@ torchvision expects, in a temporary ``TORCH_HOME``: the notebook then runs with
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest import S3Server
+from conftest import S3Server, jpeg_bytes
 
 from nbhelpers import prefetch
 from nbhelpers.sources import IMAGENETTE_VAL_URI, VOC_ANIMALS_URI, find_images
@@ -34,13 +33,7 @@ def _key(uri: str) -> tuple[str, str]:
 
 
 def _jpeg(photo: Path) -> bytes:
-    from PIL import Image
-
-    image = Image.open(photo).convert("RGB")
-    image.thumbnail((256, 256))
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=85)
-    return buffer.getvalue()
+    return jpeg_bytes(photo, longest_side=256, quality=85)
 
 
 @pytest.fixture(scope="module")
