@@ -133,7 +133,7 @@ def test_joining_without_the_token_fails_with_advice(ray_cluster, tmp_path):
     script = "from nbhelpers.cluster import start_ray\nstart_ray()\n"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env |= {"RAY_ADDRESS": address, "HOME": str(tmp_path)}  # no token anywhere
-    env["RAY_py_gcs_connect_timeout_s"] = "3"  # Ray's own retries, shortened for the test
+    env["RAY_gcs_server_port_wait_time_s"] = "2"  # Ray retries ~1 s apart; fewer in the test
     result = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180
     )
