@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,7 +158,7 @@ def predict_with_actors(
     tasks keep the CPU they need. Each actor runs torch with ``plan.torch_threads``
     intra-op threads (Ray would otherwise give it one per reserved CPU).
     """
-    return dataset.map_batches(
+    predicted = dataset.map_batches(
         with_torch_threads(with_node_ids(predictor), plan.torch_threads),
         fn_constructor_kwargs=constructor_kwargs,
         batch_size=batch_size,
@@ -166,6 +167,21 @@ def predict_with_actors(
         num_gpus=plan.gpus_per_actor,
         batch_format="numpy",
     )
+    options = predicted.context.execution_options
+    budget = plan.num_actors * OBJECT_STORE_BYTES_PER_ACTOR
+    options.resource_limits = options.resource_limits.copy(object_store_memory=budget)
+    return predicted
+
+
+OBJECT_STORE_BYTES_PER_ACTOR = int(os.environ.get("NBHELPERS_STORE_MIB_PER_ACTOR", "64")) << 20
+"""Prepared images that may wait in Ray's object store, per model actor.
+
+Decoding is far faster than the model, so without a limit Ray Data keeps decoding
+ahead until a large share of the object store (gigabytes) holds prepared images,
+and memory grows with the dataset. 64 MiB per actor holds over 400 classification
+crops of 224 x 224, or about 20 detection images at their largest: many batches,
+enough to keep every actor busy, and a peak that no longer depends on the dataset.
+"""
 
 
 def with_torch_threads(predictor: type, threads: int) -> type:
