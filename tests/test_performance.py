@@ -77,4 +77,3 @@ def test_benchmark_throughput_leaves_out_the_warm_up_batches():
     assert figures["images_per_second"] == pytest.approx(2.0)
     assert figures["steady_images_per_second"] == pytest.approx(10.0)
     assert figures["first_batch_seconds"] == pytest.approx(10.0)
-
