@@ -390,7 +390,7 @@ def run_collection(paths: list[str], settings: dict) -> dict:
     batch_size = settings["batch_size"] or default_batch_size(plan)
     spec = model_kit(kit_name).spec()
     source = ImageSource(uri=str(Path(paths[0]).parent), kind="local", paths=list(paths))
-    dataset = read_images_safely(source, spec.preprocess, cpus_per_task=plan.cpus_per_task)
+    dataset = read_images_safely(source, spec.preprocess, plan)
 
     class Predictor:
         """As in the notebooks: the model built once per actor, one batch per call."""

@@ -101,7 +101,7 @@ def _object_array(items: list[np.ndarray]) -> np.ndarray:
 def read_images_safely(
     source: ImageSource,
     preprocess: Preprocess,
-    cpus_per_task: float = 1.0,
+    plan: ActorPoolPlan | None = None,
     rows_per_block: int | None = None,
 ) -> ray.data.Dataset:
     """A Ray dataset of prepared images: one row per path in ``source``, failures included.
@@ -110,18 +110,20 @@ def read_images_safely(
         source: the images, from :func:`nbhelpers.sources.find_images`.
         preprocess: a :class:`~nbhelpers.preprocess.CenterCrop` or
             :class:`~nbhelpers.preprocess.LimitSize`, applied in the read tasks.
-        cpus_per_task: CPUs each read-and-preprocess task reserves (from the
-            actor-pool plan, so that the model actors never starve these tasks).
+        plan: the actor pool the rows go to (:func:`nbhelpers.cluster.size_actor_pool`):
+            its CPUs per read task, so that the model actors never starve these tasks,
+            and its size, for the block size (``None``: one CPU per task, one actor).
         rows_per_block: paths per block (``None``: :func:`choose_rows_per_block`).
     """
     paths = [{"path": path} for path in source.paths]
-    rows_per_block = rows_per_block or choose_rows_per_block(len(paths))
+    num_actors = plan.num_actors if plan else 1
+    rows_per_block = rows_per_block or choose_rows_per_block(len(paths), num_actors)
     num_blocks = max(1, math.ceil(len(paths) / rows_per_block))
     return ray.data.from_items(paths, override_num_blocks=num_blocks).map_batches(
         prepare_batch,
         fn_kwargs={"preprocess": preprocess, "filesystem": source.filesystem},
         batch_size=rows_per_block,
-        num_cpus=cpus_per_task,
+        num_cpus=plan.cpus_per_task if plan else 1.0,
         batch_format="numpy",
     )
 
@@ -130,17 +132,16 @@ MAX_ROWS_PER_BLOCK = 16
 """Paths per read task on a large dataset: enough to amortise Ray's cost per task."""
 
 
-def choose_rows_per_block(num_paths: int, cpus: float | None = None) -> int:
-    """Paths per block: at most 16, fewer when the dataset is small for the cluster.
+def choose_rows_per_block(num_paths: int, num_actors: int = 1) -> int:
+    """Paths per block: 16, or fewer when a small dataset would leave actors idle.
 
-    Ray Data hands whole blocks to the model actors, so a dataset of a single block
-    keeps one actor busy and the others idle. Aim for at least two blocks per CPU of
-    the cluster (``cpus``; ``None``: read from Ray), so that every actor, on every
-    node, gets a share even of a small dataset.
+    Ray Data hands whole blocks to the model actors, so 12 images in one block keep
+    one actor busy and the others idle. With several actors, aim for two blocks per
+    actor, so that every actor, on every node, gets a share. With one actor, fewer
+    and fuller blocks are better: each extra read task may start another worker
+    process, which on a small machine competes with the model for the CPU.
     """
-    if cpus is None:
-        cpus = ray.cluster_resources().get("CPU", 1.0) if ray.is_initialized() else 1.0
-    wanted_blocks = max(1, math.ceil(2 * cpus))
+    wanted_blocks = 2 * num_actors if num_actors > 1 else 1
     return max(1, min(MAX_ROWS_PER_BLOCK, math.ceil(num_paths / wanted_blocks)))
 
 
