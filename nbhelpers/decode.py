@@ -112,16 +112,6 @@ def _open_local(path: str) -> BinaryIO:
         raise DecodeError(f"unreadable file: {error.strerror or error}") from None
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL image to 8-bit RGB as a viewer would show it.
-
-    Applies the EXIF orientation (phone photos), scales 16-bit and float images
-    down to 8 bits instead of clipping them, puts transparent images on white, and
-    converts embedded colour profiles (CMYK, wide-gamut RGB) to sRGB.
-    """
-    return _as_viewed_rgb(_upright(image, _orientation(image)))
-
-
 def decode_image(
     data: bytes, min_side: int | None = None, *, min_long_side: int | None = None
 ) -> Image.Image:

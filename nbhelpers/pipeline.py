@@ -263,12 +263,10 @@ def collect_predictions(dataset: ray.data.Dataset, paths: list[str]) -> tuple[pd
     """Run the pipeline to the end; the rows in the order of ``paths``, and the seconds it took.
 
     Raises :class:`nbhelpers.results.LostRowsError` unless every path came back
-    exactly once.
+    exactly once. :func:`collect_predictions_timed` gives the timing in detail.
     """
-    start = time.perf_counter()
-    frame = _to_pandas(list(dataset.iter_batches(batch_size=None, batch_format="pyarrow")))
-    seconds = time.perf_counter() - start
-    return in_input_order(frame, paths), seconds
+    frame, throughput = collect_predictions_timed(dataset, paths)
+    return frame, throughput.seconds
 
 
 def _to_pandas(tables: list[pa.Table]) -> pd.DataFrame:
@@ -340,14 +338,12 @@ def collect_predictions_timed(
     leaves it out, so that two ways of running the same stage can be compared.
     """
     start = time.perf_counter()
-    frames, arrivals = [], []
-    for batch in dataset.iter_batches(batch_size=None, batch_format="pandas"):
-        frames.append(batch)
-        arrivals.append((time.perf_counter(), len(batch)))
+    tables, arrivals = [], []
+    for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        tables.append(table)
+        arrivals.append((time.perf_counter(), table.num_rows))
     seconds = time.perf_counter() - start
-    frame = (
-        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["path", "error"])
-    )
+    frame = _to_pandas(tables)
     steady = None
     if len(arrivals) > 1 and arrivals[-1][0] > arrivals[0][0]:
         later_rows = sum(rows for _, rows in arrivals[1:])

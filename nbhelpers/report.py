@@ -40,6 +40,11 @@ class NotebookReport:
     html: Path | None = None
 
     @property
+    def page_link(self) -> str | None:
+        """The HTML page, relative to the run's folder where the index lives."""
+        return str(self.html.relative_to(self.folder.parent)) if self.html else None
+
+    @property
     def status(self) -> str:
         """``"ok"``, or ``"failed"`` when the notebook stopped or wrote no summary."""
         return "ok" if self.error is None and self.summary is not None else "failed"
@@ -115,7 +120,7 @@ def format_markdown(reports: list[NotebookReport], title: str) -> str:
     lines.append("| " + " | ".join("---" for _ in COLUMNS) + " |")
     for report in reports:
         cells = report.cells()
-        link = report.html.relative_to(report.folder.parent) if report.html else None
+        link = report.page_link
         cells["notebook"] = f"[{report.notebook}]({link})" if link else report.notebook
         lines.append("| " + " | ".join(cells[c] for c in COLUMNS) + " |")
     failed = [r for r in reports if r.status == "failed"]
@@ -130,8 +135,8 @@ def format_html(reports: list[NotebookReport], title: str) -> str:
     rows = []
     for report in reports:
         cells = {k: html.escape(v) for k, v in report.cells().items()}
-        if report.html:
-            link = html.escape(str(report.html.relative_to(report.folder.parent)))
+        if report.page_link:
+            link = html.escape(report.page_link)
             cells["notebook"] = f'<a href="{link}">{cells["notebook"]}</a>'
         style = ' class="failed"' if report.status == "failed" else ""
         rows.append(f"<tr{style}>" + "".join(f"<td>{cells[c]}</td>" for c in COLUMNS) + "</tr>")
