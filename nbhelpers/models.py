@@ -348,7 +348,7 @@ def build_image_classifier(model_source: str, device: torch.device | str = "cpu"
             f"({_hf_cache_dir()}) and could not be downloaded ({type(error).__name__}: "
             f"{str(error).splitlines()[0]}).{offline} To run without network, set "
             "pretrained=False (a tiny ViT built locally, meaningless predictions), or download "
-            "the model once on a machine with network (huggingface-cli download "
+            "the model once on a machine with network (hf download "
             f"{model_source}) and copy the cache folder (HF_HOME), or pass a local folder as "
             "model_id."
         ) from error
