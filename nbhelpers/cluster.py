@@ -7,12 +7,15 @@ the read and preprocessing tasks, and the job waits forever without an error.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import ray
+from ray._raylet import Config
 
 import nbhelpers
 
@@ -245,29 +248,27 @@ def default_batch_size(plan: ActorPoolPlan, gpu: int = 64, cpu: int = 16) -> int
     return gpu if plan.use_gpu else cpu
 
 
-def _runtime_env() -> dict:
-    """Ship ``nbhelpers`` to every worker, and pass on the settings workers need."""
+def _runtime_env(remote: bool) -> dict:
+    """The settings every worker needs; on a remote cluster, also the ``nbhelpers`` package.
+
+    A local Ray's workers run in this Python environment and import ``nbhelpers``
+    from it, as the notebook does. Shipping the package anyway would cost start-up
+    time: Ray's pre-started workers could not serve tasks with another
+    ``runtime_env``, and would be started a second time.
+    """
     keep = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TORCH_HOME")
-    env_vars = {name: os.environ[name] for name in keep if name in os.environ}
-    return {"py_modules": [str(Path(nbhelpers.__file__).parent)], "env_vars": env_vars}
-
-
-_LOCAL_SYSTEM_CONFIG = {"prestart_worker_first_driver": False}
-"""Settings of a local Ray instance started here.
-
-Ray starts one idle worker process per CPU for the first driver, without any
-``runtime_env``. Ours always ships ``nbhelpers`` in its ``runtime_env``, so those
-workers can never run its tasks: they only cost start-up time (each imports Ray;
-about 5 s less for ``start_ray`` on a 2-core machine without them) and memory.
-"""
+    env = {"env_vars": {name: os.environ[name] for name in keep if name in os.environ}}
+    if remote:
+        env["py_modules"] = [str(Path(nbhelpers.__file__).parent)]
+    return env if remote or env["env_vars"] else {}
 
 
 def start_ray(num_cpus: int | None = None) -> ClusterResources:
     """Start a local Ray instance, or join the cluster in ``RAY_ADDRESS``.
 
-    Safe to call again in the same kernel: a running instance is reused. The
-    ``nbhelpers`` package is shipped to the workers (``runtime_env``), so a remote
-    cluster does not need it installed.
+    Safe to call again in the same kernel: a running instance is reused. On a
+    cluster, ``nbhelpers`` is shipped to the workers (``runtime_env``), so the
+    nodes do not need it installed.
 
     Args:
         num_cpus: CPUs for a local instance (``None``: all of this machine's).
@@ -276,23 +277,39 @@ def start_ray(num_cpus: int | None = None) -> ClusterResources:
     Returns:
         The cluster's resources.
     """
+    address = os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS") or None
-        options = dict(runtime_env=_runtime_env(), log_to_driver=True)
+        # WARNING, not INFO: Ray's start-up and Ray Data's plan logs would fill the cell.
+        options = dict(
+            runtime_env=_runtime_env(remote=address is not None), logging_level=logging.WARNING
+        )
         if address is None:
-            options |= dict(
-                num_cpus=num_cpus, include_dashboard=False, _system_config=_LOCAL_SYSTEM_CONFIG
-            )
-            ray.init(**options)
+            _choose_token_authentication()
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **options)
         else:
             join_cluster(address, options)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = True
-    if os.environ.get("RAY_ADDRESS"):
+    # Ray Data starts its actors with infinite restarts and its own state passed through
+    # the object store, and Ray logs an error line for that combination: the notebooks
+    # pass map_batches(..., max_restarts=0), which Ray 2.60 accepts only through its
+    # extra keyword arguments, deprecated in favour of named ones it does not have yet.
+    warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+    if address:
         # On a cluster, an actor pool that cannot be placed fails after this long
         # with a message about resources, instead of waiting forever.
-        context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+        ray.data.DataContext.get_current().wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
     return ClusterResources.from_ray()
+
+
+def _choose_token_authentication() -> None:
+    """Keep Ray's token authentication on for a local instance, as a choice rather than a default.
+
+    Ray 2.60 turns it on by default and warns at every start that it did; choosing it
+    (``RAY_AUTH_MODE=token``) keeps the same protection without the warning. A mode
+    set by the user is respected.
+    """
+    if not os.environ.get(AUTH_MODE_VARIABLE):
+        os.environ[AUTH_MODE_VARIABLE] = "token"
+        Config.initialize("")  # Ray reads the mode from its config, loaded at import
 
 
 ACTOR_START_TIMEOUT_S = 600
@@ -344,9 +361,7 @@ def use_token_authentication() -> str | None:
     if source is None:
         return None
     os.environ[AUTH_MODE_VARIABLE] = "token"
-    from ray._raylet import Config  # Ray reads the mode from its config, loaded at import
-
-    Config.initialize("")
+    Config.initialize("")  # Ray reads the mode from its config, loaded at import
     return f"Ray token authentication on (RAY_AUTH_MODE=token), with the token from {source}."
 
 

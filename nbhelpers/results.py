@@ -8,11 +8,11 @@ import posixpath
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-import nbhelpers
+from nbhelpers.cache import PROJECT_ROOT
 from nbhelpers.cluster import ActorPoolPlan, ClusterResources
-
-PROJECT_ROOT = Path(nbhelpers.__file__).resolve().parent.parent
 
 
 class LostRowsError(RuntimeError):
@@ -60,6 +60,13 @@ def describe_failures(predictions: pd.DataFrame, limit: int = 20) -> str:
     if len(failed) > limit:
         lines.append(f"  ... and {len(failed) - limit} more (see the error column of the results)")
     return "\n".join(lines)
+
+
+def short_names(paths) -> list[str]:
+    """Each path relative to the deepest folder that all of them share, for tables people read."""
+    paths = [str(path) for path in paths]
+    names = _short_paths(paths)
+    return [names[path] for path in paths]
 
 
 def _short_paths(paths: list[str]) -> dict[str, str]:
@@ -149,3 +156,41 @@ def write_results(output_dir: str | Path, predictions: pd.DataFrame, summary: di
     predictions.to_parquet(folder / "predictions.parquet", index=False)
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return folder
+
+
+def read_predictions(folder: str | Path, paths: list[str]) -> pd.DataFrame:
+    """The Parquet files Ray Data wrote into ``folder``, as one DataFrame in the order of ``paths``.
+
+    The pixels are never written, so this is small. ``error`` is ``None`` where the
+    image was predicted.
+
+    Raises:
+        LostRowsError: unless every path came back exactly once.
+    """
+    files = sorted(Path(folder).glob("*.parquet"))
+    tables = [pq.read_table(file) for file in files]
+    if tables:
+        # Joined in Arrow: pandas would try to turn list columns (a detector's boxes)
+        # into tensors, which fails on the null of a failed image.
+        frame = pa.concat_tables(tables, promote_options="default").to_pandas()
+    else:
+        frame = pd.DataFrame(columns=["path", "error"])
+    check_one_row_per_image(frame, paths)
+    order = {path: i for i, path in enumerate(paths)}
+    frame = frame.sort_values("path", key=lambda column: column.map(order)).reset_index(drop=True)
+    frame["error"] = frame["error"].astype(object).where(frame["error"].notna(), None)
+    return frame
+
+
+def write_summary(output_dir: str | Path, summary: dict) -> Path:
+    """Write ``summary.json`` into ``output_dir``; refuses counts that do not add up.
+
+    Returns:
+        The path of the file written.
+    """
+    if summary["num_predicted"] + summary["num_failed"] != summary["num_images_in"]:
+        raise LostRowsError(f"Counts do not add up: {summary}")
+    path = Path(output_dir) / "summary.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return path

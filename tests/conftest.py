@@ -24,7 +24,10 @@ class NotebookRun:
         self.output_dir = output_dir
         self.executed = executed
         self.summary = json.loads((output_dir / "summary.json").read_text())
-        self.predictions = pd.read_parquet(output_dir / "predictions.parquet")
+        folder = output_dir / "predictions"  # written by Ray Data's write_parquet
+        self.predictions = pd.read_parquet(
+            folder if folder.is_dir() else output_dir / "predictions.parquet"
+        )
 
 
 def execute_notebook(
