@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import numpy as np
 import pyarrow.fs as pafs
-from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 from nbhelpers.sources import path_on_disk, printable_path
 
@@ -33,15 +33,6 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "La", "RGBa"}
 _REDUCIBLE_MODES = {"L", "LA", "La", "RGB", "RGBA", "RGBa", "CMYK", "YCbCr", "I", "F"}
 _ORIENTATION_TAG = 0x0112
-_TRANSPOSE_FOR_ORIENTATION = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 try:  # HEIC/HEIF photos from phones, when the optional plugin is installed
     from pillow_heif import register_heif_opener
 except ImportError:
@@ -173,7 +164,7 @@ def _decode(stream: BinaryIO, min_side: int | None, min_long_side: int | None) -
                 image.draft(image.mode, (-(-width // factor), -(-height // factor)))
             image.load()
             image = _reduce(image, _reduction_factor(image.size, min_side, min_long_side))
-            rgb = _as_viewed_rgb(_upright(image, orientation))
+            rgb = _as_viewed_rgb(_upright(image))
     except DecodeError:
         raise
     except UnidentifiedImageError:
@@ -225,7 +216,7 @@ def _orientation(image: Image.Image) -> int:
         value = int(image.getexif().get(_ORIENTATION_TAG, 1))
     except Exception:  # noqa: BLE001 - a broken EXIF block must not fail the image
         return 1
-    return value if value in _TRANSPOSE_FOR_ORIENTATION else 1
+    return value if 1 <= value <= 8 else 1
 
 
 def _swap_if_rotated(size: tuple[int, int], orientation: int) -> tuple[int, int]:
@@ -233,14 +224,12 @@ def _swap_if_rotated(size: tuple[int, int], orientation: int) -> tuple[int, int]
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def _upright(image: Image.Image, orientation: int) -> Image.Image:
-    """The image turned the way the camera meant it to be seen."""
-    method = _TRANSPOSE_FOR_ORIENTATION.get(orientation)
-    if method is None:
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned the way the camera meant it to be seen (Pillow's ``exif_transpose``)."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not fail the image
         return image
-    turned = image.transpose(method)
-    turned.info = {key: value for key, value in image.info.items() if key != "exif"}
-    return turned
 
 
 def _as_viewed_rgb(image: Image.Image) -> Image.Image:

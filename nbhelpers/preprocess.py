@@ -18,7 +18,8 @@ from PIL import Image
 class CenterCrop:
     """Resize the shorter side to ``resize_size``, then crop ``crop_size`` from the center.
 
-    The same steps as torchvision's ImageNet evaluation transforms, on uint8.
+    The steps of torchvision's ImageNet evaluation transforms, stopping at uint8: the
+    model stage converts to float and normalises.
     """
 
     resize_size: int = 256
@@ -36,16 +37,19 @@ class CenterCrop:
         return np.zeros((self.crop_size, self.crop_size, 3), dtype=np.uint8)
 
     def __call__(self, image: Image.Image) -> np.ndarray:
-        """The cropped image as a ``(crop_size, crop_size, 3)`` uint8 array."""
+        """The cropped image as a ``(crop_size, crop_size, 3)`` uint8 array.
+
+        Sizes and offsets are computed as torchvision's ``Resize`` and ``CenterCrop``
+        compute them (the long side truncated, the offsets rounded), so the pixels are
+        those of the weights' own transforms; ``tests/test_decode.py`` compares them.
+        """
         width, height = image.size
-        scale = self.resize_size / min(width, height)
-        size = (
-            max(self.crop_size, round(width * scale)),
-            max(self.crop_size, round(height * scale)),
-        )
+        short, long = sorted((width, height))
+        new_long = int(self.resize_size * long / short)
+        size = (self.resize_size, new_long) if width <= height else (new_long, self.resize_size)
         image = image.resize(size, Image.Resampling.BILINEAR)
-        left = (size[0] - self.crop_size) // 2
-        top = (size[1] - self.crop_size) // 2
+        left = int(round((size[0] - self.crop_size) / 2.0))
+        top = int(round((size[1] - self.crop_size) / 2.0))
         image = image.crop((left, top, left + self.crop_size, top + self.crop_size))
         return np.asarray(image, dtype=np.uint8)
 

@@ -13,8 +13,8 @@ import quirky_images as quirks
 from PIL import Image
 
 from nbhelpers.decode import DecodeError, decode_image, failure_kind, load_image, read_bytes
-from nbhelpers.pipeline import prepare_batch, prepare_image
 from nbhelpers.preprocess import CenterCrop, LimitSize
+from nbhelpers.reading import decode_batch, prepare_image
 
 RED, BLUE, WHITE = quirks.RED, quirks.BLUE, (255, 255, 255)
 
@@ -164,7 +164,7 @@ def test_prepare_batch_keeps_every_row(tmp_path):
     bad = quirks.write_empty(tmp_path / "empty.jpg")
     missing = tmp_path / "missing.jpg"
     paths = np.array([str(good), str(bad), str(missing)], dtype=object)
-    batch = prepare_batch({"path": paths}, CenterCrop(), None)
+    batch = decode_batch({"path": paths}, CenterCrop(), None)
     assert list(batch["path"]) == list(paths)
     assert batch["image"].shape == (3, 224, 224, 3) and batch["image"].dtype == np.uint8
     assert batch["error"][0] is None
@@ -220,3 +220,16 @@ def test_decompression_bomb_is_refused_with_a_reason():
         decode_image(_png_header_only(30000, 30000), min_side=256)
     with pytest.raises(DecodeError, match="truncated image|corrupt image"):
         decode_image(_png_header_only(300, 300), min_side=256)
+
+
+@pytest.mark.parametrize("size", [(640, 427), (427, 640), (501, 333), (257, 999), (300, 300)])
+def test_center_crop_gives_torchvisions_pixels(size):
+    """The crop in the read tasks equals torchvision's Resize + CenterCrop, pixel for pixel."""
+    from torchvision.transforms import v2
+
+    rng = np.random.default_rng(sum(size))
+    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    reference = v2.Compose([v2.Resize(232), v2.CenterCrop(224)])(image)
+    ours = CenterCrop(resize_size=232, crop_size=224)(image)
+    assert ours.shape == (224, 224, 3)
+    np.testing.assert_array_equal(ours, np.asarray(reference))

@@ -1,0 +1,119 @@
+"""The read stage and the model stage's bookkeeping: no row is ever lost, failures say why."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import quirky_images as quirks
+
+from nbhelpers.batches import decoded_mask, predict_decoded
+from nbhelpers.preprocess import CenterCrop
+from nbhelpers.reading import NoReadableImagesError, decode_batch, first_decoded, rows_per_block
+from nbhelpers.sources import find_images
+
+EMPTY = {"label_index": -1, "label": None, "score": np.nan}
+
+
+def fake_classify(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Stands in for a notebook's model: the mean pixel decides the 'class'."""
+    means = images.reshape(len(images), -1).mean(axis=1)
+    return {
+        "label_index": (means > 100).astype(np.int64),
+        "label": np.array(["bright" if m > 100 else "dark" for m in means], dtype=object),
+        "score": means / 255,
+    }
+
+
+def broken_first_folder(root, good: int = 3, broken: int = 12):
+    """A folder whose broken files sort before every good photo."""
+    for i in range(broken):
+        (root / f"a_{i:02d}_broken.jpg").write_bytes(b"" if i % 2 else b"<html>oops</html>")
+    for i in range(good):
+        quirks.write_halves(root / f"z_{i:02d}_good.jpg", fmt="JPEG")
+    return root
+
+
+def test_first_decoded_skips_the_broken_files_that_sort_first(tmp_path):
+    source = find_images(str(broken_first_folder(tmp_path)))
+    batch = first_decoded(source, CenterCrop(), count=8)
+    assert [p.rsplit("/", 1)[-1] for p in batch["path"]] == [
+        "z_00_good.jpg",
+        "z_01_good.jpg",
+        "z_02_good.jpg",
+    ]
+    assert batch["image"].shape == (3, 224, 224, 3) and batch["image"].dtype == np.uint8
+    assert all(error is None for error in batch["error"])
+
+
+def test_nothing_readable_stops_with_counts_kinds_examples_and_advice(tmp_path):
+    source = find_images(str(broken_first_folder(tmp_path, good=0, broken=6)))
+    with pytest.raises(NoReadableImagesError) as raised:
+        first_decoded(source, CenterCrop())
+    message = str(raised.value)
+    assert "None of the first 6 of 6 images could be read" in message
+    assert "3 x empty file" in message and "3 x not an image" in message
+    assert "a_01_broken.jpg" in message  # an example file of each kind
+    assert "data_uri" in message
+
+
+def test_first_decoded_gives_up_after_max_tries(tmp_path):
+    source = find_images(str(broken_first_folder(tmp_path, good=1, broken=12)))
+    with pytest.raises(NoReadableImagesError, match="first 5 of 13"):
+        first_decoded(source, CenterCrop(), max_tries=5)
+
+
+def test_decode_batch_keeps_one_row_per_path_in_order(tmp_path):
+    paths = [str(quirks.write_halves(tmp_path / "ok.png")), str(tmp_path / "missing.jpg")]
+    batch = decode_batch({"path": np.array(paths, dtype=object)}, CenterCrop(), None)
+    assert list(batch["path"]) == paths
+    assert batch["error"][0] is None and batch["error"][1].startswith("unreadable file")
+    assert list(decoded_mask(batch)) == [True, False]
+
+
+def test_predict_decoded_predicts_good_rows_and_keeps_failed_ones():
+    images = np.stack([np.full((4, 4, 3), v, dtype=np.uint8) for v in (10, 0, 200)])
+    batch = {
+        "path": np.array(["a", "b", "c"], dtype=object),
+        "image": images,
+        "error": np.array([None, "empty file (0 bytes)", None], dtype=object),
+    }
+    seen = []
+    out = predict_decoded(batch, lambda ims: seen.append(len(ims)) or fake_classify(ims), EMPTY)
+    assert seen == [2]  # the failed row never reaches the model
+    assert list(out["path"]) == ["a", "b", "c"] and "image" not in out
+    assert list(out["label"]) == ["dark", None, "bright"]
+    assert list(out["label_index"]) == [0, -1, 1]
+    assert np.isnan(out["score"][1]) and out["score"][2] == pytest.approx(200 / 255)
+    assert list(out["error"]) == [None, "empty file (0 bytes)", None]
+    assert "node_id" in out
+
+
+def test_predict_decoded_with_every_row_failed_never_calls_the_model():
+    batch = {
+        "path": np.array(["a"], dtype=object),
+        "image": np.zeros((1, 4, 4, 3), dtype=np.uint8),
+        "error": np.array(["corrupt image: x"], dtype=object),
+    }
+    out = predict_decoded(batch, lambda ims: pytest.fail("model called"), EMPTY)
+    assert out["label"][0] is None and out["error"][0] == "corrupt image: x"
+
+
+def test_predict_decoded_keeps_list_columns_whole():
+    batch = {
+        "path": np.array(["a", "b"], dtype=object),
+        "image": np.zeros((2, 4, 4, 3), dtype=np.uint8),
+        "error": np.array([None, None], dtype=object),
+    }
+
+    def detect(images):
+        return {"boxes": [[[0, 0, 1, 1]], [[0, 0, 2, 2], [1, 1, 3, 3]]]}
+
+    out = predict_decoded(batch, detect, {"boxes": None})
+    assert out["boxes"][1] == [[0, 0, 2, 2], [1, 1, 3, 3]]
+
+
+@pytest.mark.parametrize(
+    ("paths", "actors", "expected"), [(1000, 1, 16), (12, 1, 12), (12, 3, 2), (1, 4, 1)]
+)
+def test_rows_per_block(paths, actors, expected):
+    assert rows_per_block(paths, actors) == expected
