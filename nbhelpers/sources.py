@@ -12,6 +12,8 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pyarrow.fs as pafs
 
+from nbhelpers.cache import local_copy_of
+
 IMAGE_EXTENSIONS = (
     ".jpg",
     ".jpeg",
@@ -294,16 +296,6 @@ def pick_evenly(paths: list[str], num_images: int | None) -> list[str]:
     return [paths[i] for i in indices]
 
 
-def prefetched_copy(data_uri: str) -> Path | None:
-    """The complete local copy of an ``s3://`` dataset made by ``make prefetch``, if any.
-
-    See :mod:`nbhelpers.prefetch` (``NBHELPERS_CACHE`` sets where copies live).
-    """
-    from nbhelpers.prefetch import local_copy_of
-
-    return local_copy_of(data_uri)
-
-
 def find_images(data_uri: str | os.PathLike, num_images: int | None = None) -> ImageSource:
     """Resolve ``data_uri`` to the list of images to run on, before any Ray work.
 
@@ -331,7 +323,7 @@ def find_images(data_uri: str | os.PathLike, num_images: int | None = None) -> I
     elif scheme in ("s3", "s3a"):
         kind, place = "s3", data_uri
         data_uri = "s3://" + data_uri.split("://", 1)[1]
-        if copy := prefetched_copy(data_uri):
+        if copy := local_copy_of(data_uri):
             kind = f"the local copy in {copy} made by `make prefetch`; no network needed"
             images, skipped = _list_local(copy)
         else:
