@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from jupyterlab_page import Lab, launch_chromium
+
+from .jupyterlab_page import Lab, launch_chromium
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from jupyterlab_page import NotebookPage
+
+from .jupyterlab_page import NotebookPage
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9]*.ipynb"))

@@ -1,0 +1,1 @@
+"""The browser test (run by ``make test-browser``, not by ``make test``)."""
