@@ -10,15 +10,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import ray
-from ray._raylet import Config
 
 import nbhelpers
+from nbhelpers.connect import choose_token_authentication, join_cluster
+from nbhelpers.progress import quiet_ray_output
 
 
 class GPUUnavailableError(RuntimeError):
@@ -130,15 +129,11 @@ def torch_threads_per_actor(
 
     GPU actors: the whole CPUs they reserved (at least one); the GPU does the work.
 
-    CPU actors: every core of the node, shared among the actors on it. Ray gives an
-    actor ``OMP_NUM_THREADS`` = its reserved CPUs, so on a 2-core machine the single
-    actor (1 CPU; the other kept for reading and preprocessing) would run torch on one
-    core. But the reservation is only bookkeeping for the scheduler: decoding and
-    resizing a photo costs a few milliseconds against hundreds for a ResNet forward
-    pass, and Ray Data's backpressure keeps the read tasks only as busy as the actor
-    consumes, so the reserved core is idle most of the time. Letting torch use it too
-    was measured ~1.5x faster on 2 cores (see benchmarks/), and the read tasks still
-    get their share of CPU time from the operating system, so nothing starves.
+    CPU actors: every core of the node, shared among the actors on it. Ray would give
+    an actor one thread per reserved CPU: one on a 2-core machine, where the other is
+    kept for reading. That reservation is bookkeeping for the scheduler; decoding a
+    photo takes milliseconds against hundreds for a forward pass, so the kept core is
+    mostly idle, and torch using it too was measured ~1.5x faster on 2 cores.
     """
     if use_gpu:
         return max(1, int(cpus_per_actor))
@@ -285,16 +280,11 @@ def start_ray(num_cpus: int | None = None) -> ClusterResources:
             runtime_env=_runtime_env(remote=address is not None), logging_level=logging.WARNING
         )
         if address is None:
-            _choose_token_authentication()
+            choose_token_authentication()
             ray.init(num_cpus=num_cpus, include_dashboard=False, **options)
         else:
             join_cluster(address, options)
-    show_progress_in_notebook()
-    # Ray Data starts its actors with infinite restarts and its own state passed through
-    # the object store, and Ray logs an error line for that combination: the notebooks
-    # pass map_batches(..., max_restarts=0), which Ray 2.60 accepts only through its
-    # extra keyword arguments, deprecated in favour of named ones it does not have yet.
-    warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+    quiet_ray_output()
     if address:
         # On a cluster, an actor pool that cannot be placed fails after this long
         # with a message about resources, instead of waiting forever.
@@ -302,127 +292,8 @@ def start_ray(num_cpus: int | None = None) -> ClusterResources:
     return ClusterResources.from_ray()
 
 
-def show_progress_in_notebook() -> None:
-    """Draw Ray Data's progress as a live display in a Jupyter notebook, not as log lines.
-
-    Ray Data 2.60 decides from ``sys.stdout.isatty()`` whether anyone watches: a
-    notebook kernel's output says no, so Ray Data logs its progress instead, dozens
-    of lines per run. In a kernel, this marks the output as interactive and turns on
-    Ray Data's rich progress display, which JupyterLab shows as a live table of bars
-    (an output widget) and which leaves no text behind under papermill. Ray Data's
-    own INFO messages go too; warnings and errors stay. Outside a kernel: nothing.
-    """
-    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
-    if type(shell).__name__ != "ZMQInteractiveShell" or not hasattr(sys.stdout, "_isatty"):
-        return
-    sys.stdout._isatty = True
-    context = ray.data.DataContext.get_current()
-    context.enable_rich_progress_bars = True
-    context.use_ray_tqdm = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    logging.getLogger("ray.data.dataset").addFilter(_not_the_busy_cpu_warning)
-
-
-def _not_the_busy_cpu_warning(record: logging.LogRecord) -> bool:
-    """Drop Ray Data's "no available CPUs" warning, a false alarm in these notebooks.
-
-    ``write_parquet`` checks the free CPUs again just after its run, while the model
-    actors still hold theirs: the warning then says that a job which just finished
-    "will hang". :func:`size_actor_pool` always leaves CPU for the read tasks.
-    """
-    return "does not have any available CPUs" not in record.getMessage()
-
-
-def _choose_token_authentication() -> None:
-    """Keep Ray's token authentication on for a local instance, as a choice rather than a default.
-
-    Ray 2.60 turns it on by default and warns at every start that it did; choosing it
-    (``RAY_AUTH_MODE=token``) keeps the same protection without the warning. A mode
-    set by the user is respected.
-    """
-    if not os.environ.get(AUTH_MODE_VARIABLE):
-        os.environ[AUTH_MODE_VARIABLE] = "token"
-        Config.initialize("")  # Ray reads the mode from its config, loaded at import
-
-
 ACTOR_START_TIMEOUT_S = 600
 """On a cluster: how long the model actors may take to start (and load their model)."""
-
-AUTH_MODE_VARIABLE = "RAY_AUTH_MODE"
-TOKEN_VARIABLES = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
-DEFAULT_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
-
-
-class ClusterConnectionError(ConnectionError):
-    """The Ray cluster in ``RAY_ADDRESS`` could not be joined."""
-
-
-def auth_token_source() -> str | None:
-    """Where this process would take a Ray authentication token from, or ``None``.
-
-    ``RAY_AUTH_TOKEN`` (the token itself), ``RAY_AUTH_TOKEN_PATH`` (a file holding
-    it), or the default file ``~/.ray/auth_token``, in Ray's order.
-    """
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return "the environment variable RAY_AUTH_TOKEN"
-    token_path = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    if token_path and Path(token_path).expanduser().is_file():
-        return f"the file {token_path} (RAY_AUTH_TOKEN_PATH)"
-    if DEFAULT_TOKEN_FILE.is_file():
-        return f"the file {DEFAULT_TOKEN_FILE}"
-    return None
-
-
-def use_token_authentication() -> str | None:
-    """Turn on Ray's token authentication for this process when a token is at hand.
-
-    Since Ray 2.5x, ``ray start --head`` enables token authentication when a token
-    exists (``ray.init()`` on a laptop writes one to ``~/.ray/auth_token``), and a
-    driver that joins it with ``RAY_ADDRESS`` but without ``RAY_AUTH_MODE=token`` is
-    refused (``InvalidAuthToken``). Ray only switches the mode on by itself for a
-    cluster it finds locally, so here: when ``RAY_AUTH_MODE`` is unset and a token
-    is available, set ``RAY_AUTH_MODE=token`` (a cluster without authentication
-    accepts such a driver too). An explicit ``RAY_AUTH_MODE`` is always respected;
-    authentication is never turned off.
-
-    Returns:
-        A sentence saying what was done, or ``None`` when nothing changed.
-    """
-    if os.environ.get(AUTH_MODE_VARIABLE):
-        return None
-    source = auth_token_source()
-    if source is None:
-        return None
-    os.environ[AUTH_MODE_VARIABLE] = "token"
-    Config.initialize("")  # Ray reads the mode from its config, loaded at import
-    return f"Ray token authentication on (RAY_AUTH_MODE=token), with the token from {source}."
-
-
-def join_cluster(address: str, options: dict) -> None:
-    """``ray.init(address)`` with token authentication prepared, and a clear error on failure.
-
-    Raises:
-        ClusterConnectionError: the cluster could not be joined; the message names
-            the address and the usual causes (not running, token authentication).
-    """
-    note = use_token_authentication()
-    if note:
-        print(note)
-    try:
-        ray.init(address=address, **options)
-    except (ConnectionError, ray.exceptions.AuthenticationError) as error:
-        mode = os.environ.get(AUTH_MODE_VARIABLE, "unset")
-        token = auth_token_source() or "none found"
-        raise ClusterConnectionError(
-            f"Could not join the Ray cluster at RAY_ADDRESS={address!r} ({error}). "
-            "Check that the cluster is running (`ray status` on its head node) and that the "
-            "address is reachable from here. If the cluster uses token authentication (Ray "
-            "2.5x's `ray start --head` turns it on), Ray's log above says InvalidAuthToken: "
-            "give this process the cluster's token with RAY_AUTH_TOKEN (or a copy of the "
-            "head node's ~/.ray/auth_token, or RAY_AUTH_TOKEN_PATH) and RAY_AUTH_MODE=token. "
-            f"Now: RAY_AUTH_MODE={mode}, token: {token}. Do not turn authentication off. "
-            "To run on this machine alone, unset RAY_ADDRESS."
-        ) from error
 
 
 def stop_ray() -> None:
