@@ -32,6 +32,14 @@ smoke: $(READY)  ## every notebook offline: random weights, the sample photos, a
 test: $(READY)  ## unit tests and every notebook executed offline
 	$(BIN)/python -m pytest
 
+CHROMIUM ?= /usr/bin/chromium
+.PHONY: test-browser
+test-browser: $(READY)  ## each notebook run in JupyterLab in headless Chromium; screenshots in outputs/browser
+	@test -x $(CHROMIUM) || { echo "Installing Debian's chromium (apt-get)."; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium'; }
+	@$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/python -m pip install --quiet $(if $(wildcard constraints.txt),-c constraints.txt) "playwright>=1.45"
+	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest tests/browser
+
 doctor:  ## what this machine needs, checked in seconds without network (works before setup too)
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m nbhelpers.doctor $(ARGS); \
 	else echo "No environment yet (.venv): checking $(PYTHON); 'make setup' creates it."; \

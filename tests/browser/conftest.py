@@ -13,7 +13,6 @@ import pytest
 from .jupyterlab_page import Lab, launch_chromium
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
 
 
 def _asked_for(config) -> bool:
@@ -34,9 +33,9 @@ def pytest_ignore_collect(collection_path, config):
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory):
-    """JupyterLab with the project's kernel, serving a temporary folder."""
+    """JupyterLab from this environment (the project's), serving a temporary folder."""
     root = tmp_path_factory.mktemp("served")
-    server = Lab(root, tmp_path_factory.mktemp("lab-state"), ROOT / ".venv").start()
+    server = Lab(root, tmp_path_factory.mktemp("lab-state")).start()
     try:
         yield server
     finally:

@@ -14,6 +14,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -90,10 +91,10 @@ def free_port() -> int:
 
 
 class Lab:
-    """JupyterLab (``.venv/bin/jupyter lab``) on 127.0.0.1, serving ``root``."""
+    """JupyterLab, from the environment of ``python``, on 127.0.0.1, serving ``root``."""
 
-    def __init__(self, root: Path, state_dir: Path, venv: Path):
-        self.root, self.state_dir, self.venv = root, state_dir, venv
+    def __init__(self, root: Path, state_dir: Path, python: str = sys.executable):
+        self.root, self.state_dir, self.python = root, state_dir, python
         self.token = secrets.token_hex(16)
         self.port = 0
         self.process: subprocess.Popen | None = None
@@ -121,7 +122,7 @@ class Lab:
             env.pop(variable, None)
         for attempt in range(5):  # another process may take the free port first
             self.port = free_port()
-            command = [str(self.venv / "bin" / "jupyter"), "lab", "--no-browser"]
+            command = [self.python, "-m", "jupyterlab", "--no-browser"]
             command += ["--ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0"]
             command += [f"--IdentityProvider.token={self.token}"]
             command += [f"--ServerApp.root_dir={self.root}"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -119,6 +120,13 @@ def stderr_lines(notebook: dict) -> dict[int, int]:
         if lines:
             counts[index] = lines
     return counts
+
+
+def test_the_projects_kernel_is_offered(lab):
+    """The notebooks' kernel runs the Python of this environment, where ``nbhelpers`` is."""
+    specs = lab.request("/api/kernelspecs")["kernelspecs"]
+    assert KERNEL in specs, f"no kernel {KERNEL!r} (make setup registers it): {sorted(specs)}"
+    assert Path(specs[KERNEL]["spec"]["argv"][0]).parent == Path(sys.executable).parent
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
