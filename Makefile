@@ -1,33 +1,75 @@
 # Batch image inference notebooks: `make run` runs them, `make test` tests them.
-# Every target creates the virtual environment (.venv) first when it is missing.
+# Every target first makes the environment ready: the project's own .venv (built when
+# missing), or the active conda environment (see "Conda" in the README).
 
-PYTHON ?= python3
+KERNEL := batch-inference
+KERNEL_DISPLAY_NAME := Python (batch inference)
+EXTRAS := test,bench
+SUPPORTED := 3.10 to 3.13
+# Prints "3.12" for a Python the project supports (pyproject.toml's requires-python), else "3.9 (unsupported)".
+PY_CHECK := import sys; v = sys.version_info[:2]; print("%d.%d" % v + ("" if (3, 10) <= v <= (3, 13) else " (unsupported)"))
+
+# Which environment: an active conda environment other than base; with USE_ACTIVE_ENV=1 any
+# active environment (a virtualenv, or conda's base); with USE_ACTIVE_ENV=0 always .venv.
+ifeq ($(USE_ACTIVE_ENV),1)
+ENV_DIR := $(or $(VIRTUAL_ENV),$(CONDA_PREFIX))
+ifeq ($(ENV_DIR),)
+$(error USE_ACTIVE_ENV=1, but no environment is active (VIRTUAL_ENV and CONDA_PREFIX are empty))
+endif
+else ifneq ($(USE_ACTIVE_ENV),0)
+ENV_DIR := $(if $(filter-out base,$(CONDA_DEFAULT_ENV)),$(CONDA_PREFIX))
+endif
+
+ifdef ENV_DIR
+BIN := $(ENV_DIR)/bin
+READY := $(ENV_DIR)/.batch-inference-ready
+else
 VENV := .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
-KERNEL := batch-inference
+# .venv is rebuilt when its Python is missing or unsupported, or is not the version of the
+# PYTHON given on the command line (make setup PYTHON=python3.12).
+VENV_VERSION := $(shell $(BIN)/python -c '$(PY_CHECK)' 2>/dev/null)
+WANTED_VERSION := $(if $(filter command line,$(origin PYTHON)),$(shell $(PYTHON) -c '$(PY_CHECK)' 2>/dev/null),$(VENV_VERSION))
+REBUILD := $(if $(VENV_VERSION),$(if $(findstring unsupported,$(VENV_VERSION)),yes,$(if $(filter $(WANTED_VERSION),$(VENV_VERSION)),,yes)),yes)
+endif
+
+# The Python for a new .venv: PYTHON when given; else python3 when the project supports it; else
+# the newest python3.1x on PATH that runs (a pyenv shim for a version it does not serve fails).
+FIND_PYTHON := ( for python in $(or $(PYTHON),python3 python3.13 python3.12 python3.11 python3.10); do \
+	  case "$$($$python -c '$(PY_CHECK)' 2>/dev/null)" in *unsupported*|"") ;; *) echo $$python; exit 0;; esac; done; \
+	echo "No Python $(SUPPORTED) found (tried $(or $(PYTHON),python3 and python3.13 to python3.10)): install one, or name it: make setup PYTHON=/path/to/python3.12" >&2; exit 1 )
 
 # One notebook and papermill overrides, e.g.  make run NB=01 P="num_images=50 batch_size=8"
 NB ?=
 P ?=
 JOB_ARGS := $(if $(NB),--only $(NB)) $(foreach kv,$(P),-p $(firstword $(subst =, ,$(kv))) $(patsubst $(firstword $(subst =, ,$(kv)))=%,%,$(kv)))
 
-.PHONY: setup run smoke test lab lint style clean bench bench-vit doctor prefetch
+.PHONY: setup run smoke test lab lint style clean bench bench-vit doctor prefetch lock FORCE
 
-setup: $(READY)
+setup: $(READY)  ## the environment: the exact versions of constraints.txt, and the Jupyter kernel
 
-$(READY): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
-	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (batch inference)" >/dev/null
+$(READY): pyproject.toml constraints.txt $(if $(REBUILD),FORCE)
+ifdef ENV_DIR
+	@version=$$($(BIN)/python -c '$(PY_CHECK)') || exit 1; case "$$version" in *unsupported*) \
+	  echo "The active environment $(ENV_DIR) has Python $$version; the project needs $(SUPPORTED). Activate another one, or USE_ACTIVE_ENV=0 to build .venv."; exit 1;; esac
+	@echo "Using the active environment $(ENV_DIR) (USE_ACTIVE_ENV=0 builds .venv instead)."
+else ifdef REBUILD
+	@python=$$( $(FIND_PYTHON)) || exit 1; \
+	if [ -d $(VENV) ]; then echo "Rebuilding $(VENV): its Python is $(or $(VENV_VERSION),missing or does not start); $$python is $$($$python -c '$(PY_CHECK)')."; rm -rf $(VENV); fi; \
+	echo "Creating $(VENV) with $$python (Python $$($$python -c '$(PY_CHECK)'))."; \
+	$$python -m venv $(VENV) && $(BIN)/python -m pip install --quiet --upgrade pip
+endif
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip check
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "$(KERNEL_DISPLAY_NAME)" >/dev/null
 	touch $(READY)
 
 run: $(READY)  ## every notebook with its default parameters (pretrained weights, real data)
-	$(BIN)/python -m nbhelpers.jobs $(JOB_ARGS)
+	$(BIN)/python -m tools.run_notebooks $(JOB_ARGS)
 
 smoke: $(READY)  ## every notebook offline: random weights, the sample photos, a few images
-	$(BIN)/python -m nbhelpers.jobs --smoke $(JOB_ARGS)
+	$(BIN)/python -m tools.run_notebooks --smoke $(JOB_ARGS)
 
 test: $(READY)  ## unit tests and every notebook executed offline
 	$(BIN)/python -m pytest
@@ -41,31 +83,36 @@ test-browser: $(READY)  ## each notebook run in JupyterLab in headless Chromium;
 	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest tests/browser
 
 doctor:  ## what this machine needs, checked in seconds without network (works before setup too)
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m nbhelpers.doctor $(ARGS); \
-	else echo "No environment yet (.venv): checking $(PYTHON); 'make setup' creates it."; \
-	PYTHONPATH=. $(PYTHON) -m nbhelpers.doctor --skip-ray $(ARGS); fi
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tools.doctor $(ARGS); \
+	else python=$$( $(FIND_PYTHON) 2>/dev/null || echo python3); \
+	echo "No environment yet ($(VENV)): checking $$python; 'make setup' creates it."; \
+	$$python -m tools.doctor --skip-ray $(ARGS); fi
 
 prefetch: $(READY)  ## download weights and datasets once, for runs without network (ARGS="--num-images 200")
-	$(BIN)/python -m nbhelpers.prefetch $(ARGS)
+	$(BIN)/python -m tools.prefetch $(ARGS)
+
+lock: $(READY)  ## rewrite constraints.txt with the newest versions that fit; then `make setup test`
+	$(BIN)/python -m tools.lock
 
 bench: $(READY)  ## images/s of the notebooks' pipeline vs the tutorial, a DataLoader, the model alone
 	$(BIN)/python benchmarks/bench.py $(ARGS)
 
-LAB_ARGS ?=
 bench-vit: $(READY)  ## notebook 02's two ways to place the image processor, timed (ARGS="--num-images 64")
 	$(BIN)/python benchmarks/vit_variants.py $(ARGS)
 
-lab: $(READY)  ## JupyterLab with the project's kernel (LAB_ARGS="--port 8890 --no-browser")
-	$(BIN)/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+LAB_ARGS ?=
+lab: $(READY)  ## JupyterLab at the project's root: notebooks/ and outputs/ (LAB_ARGS="--port 8890 --no-browser")
+	@mkdir -p outputs
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
-lint: $(READY)  ## ruff on the package, the tests and the notebooks
-	$(BIN)/ruff check nbhelpers tests benchmarks notebooks
-	$(BIN)/ruff format --check nbhelpers tests benchmarks notebooks
+lint: $(READY)  ## ruff on the package, the tools, the tests and the notebooks
+	$(BIN)/ruff check nbhelpers tools tests benchmarks notebooks
+	$(BIN)/ruff format --check nbhelpers tools tests benchmarks notebooks
 
 style: $(READY)  ## fix what ruff can fix
-	$(BIN)/ruff check --fix nbhelpers tests benchmarks notebooks
-	$(BIN)/ruff format nbhelpers tests benchmarks notebooks
+	$(BIN)/ruff check --fix nbhelpers tools tests benchmarks notebooks
+	$(BIN)/ruff format nbhelpers tools tests benchmarks notebooks
 
-clean:  ## outputs and caches (keeps .venv; `rm -rf .venv` for a fresh start)
+clean:  ## outputs and caches (keeps the environment; `rm -rf .venv` for a fresh start)
 	rm -rf outputs .pytest_cache .ruff_cache
-	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
+	find . -name __pycache__ -not -path "./.venv/*" -prune -exec rm -rf {} +

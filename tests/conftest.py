@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tools import papermill_runner
+
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ROOT / "notebooks"
 NOTEBOOK_TIMEOUT_S = int(os.environ.get("NOTEBOOK_TIMEOUT_S", "420"))
 
 
@@ -33,51 +34,48 @@ class NotebookRun:
 def execute_notebook(
     name: str, output_dir: Path, env: dict | None = None, **parameters
 ) -> NotebookRun:
-    """Run ``notebooks/<name>.ipynb`` through papermill in a subprocess with an outer timeout.
+    """Run ``notebooks/<name>.ipynb`` with :func:`tools.papermill_runner.execute_notebook`.
 
-    The outer timeout matters: papermill waits forever when the kernel dies.
+    A local Ray instance of its own (``RAY_ADDRESS`` unset unless ``env`` sets it);
+    an empty value in ``env`` removes that variable. The test fails with papermill's
+    output when a cell fails or the run passes ``NOTEBOOK_TIMEOUT_S``.
     """
-    output_dir.mkdir(parents=True, exist_ok=True)
-    executed = output_dir / f"{name}.executed.ipynb"
-    command = [sys.executable, "-m", "papermill", str(NOTEBOOKS / f"{name}.ipynb"), str(executed)]
-    command += ["-k", "python3", "--cwd", str(NOTEBOOKS), "--no-progress-bar"]
-    parameters.setdefault("output_dir", str(output_dir))
-    for key, value in parameters.items():
-        command += ["-p", key, str(value)] if not isinstance(value, str) else ["-r", key, value]
-    full_env = os.environ | {"RAY_ADDRESS": "", "PYTHONUNBUFFERED": "1"} | (env or {})
-    full_env = {key: value for key, value in full_env.items() if value != ""}
-    run_with_time_limit(command, full_env, name, NOTEBOOK_TIMEOUT_S)
-    return NotebookRun(output_dir, executed)
-
-
-def run_with_time_limit(command: list[str], env: dict, what: str, timeout_s: float) -> None:
-    """Run ``command``; fail the test with its output when it fails or runs past ``timeout_s``.
-
-    On a time-out, Ray processes the run may have left are stopped.
-    """
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
-    except subprocess.TimeoutExpired as error:
-        subprocess.run(["ray", "stop", "--force"], capture_output=True)
-        raise AssertionError(f"{what} did not finish in {timeout_s}s") from error
-    if result.returncode != 0:
-        raise AssertionError(
-            f"{what} failed (exit {result.returncode}):\n{result.stderr[-6000:]}\n{result.stdout[-3000:]}"
-        )
+    run = papermill_runner.execute_notebook(
+        name,
+        output_dir,
+        parameters,
+        timeout_s=NOTEBOOK_TIMEOUT_S,
+        env={"RAY_ADDRESS": ""} | (env or {}),
+        executed=output_dir / f"{name}.executed.ipynb",
+    )
+    if run.error:
+        raise AssertionError(f"{name} {run.error}:\n{run.output[-9000:]}")
+    return NotebookRun(output_dir, run.executed)
 
 
 def run_smoke_job(only: str, output_root: Path, **parameters) -> Path:
-    """Run ``python -m nbhelpers.jobs --smoke`` (what ``make smoke`` runs) for one notebook.
+    """Run ``python -m tools.run_notebooks --smoke`` (what ``make smoke`` runs) for one notebook.
 
     Returns ``output_root``, which then holds the run's report (``index.md``, ``index.html``)
     and a folder per notebook.
     """
-    command = [sys.executable, "-m", "nbhelpers.jobs", "--smoke", "--only", only]
+    command = [sys.executable, "-m", "tools.run_notebooks", "--smoke", "--only", only]
     command += ["--output-root", str(output_root), "--timeout", str(NOTEBOOK_TIMEOUT_S)]
     for key, value in parameters.items():
         command += ["-p", key, str(value)]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONUNBUFFERED": "1"}
-    run_with_time_limit(command, env, f"the smoke job for {only}", NOTEBOOK_TIMEOUT_S + 60)
+    env = papermill_runner.environment({"RAY_ADDRESS": ""})
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=NOTEBOOK_TIMEOUT_S + 60)
+    except subprocess.TimeoutExpired:
+        papermill_runner.stop_process_tree(process.pid)
+        process.communicate()
+        raise AssertionError(f"the smoke job for {only} did not finish") from None
+    assert process.returncode == 0, (
+        f"the smoke job for {only} failed:\n{stderr[-6000:]}\n{stdout[-3000:]}"
+    )
     return output_root
 
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-from nbhelpers import doctor
+from nbhelpers.cache import CACHE_ENV, local_copy_path, marker_path
+from tools import doctor, prefetch
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_doctor_passes_in_the_projects_environment():
     result = subprocess.run(
-        [sys.executable, "-m", "nbhelpers.doctor"],
+        [sys.executable, "-m", "tools.doctor"],
         capture_output=True,
         text=True,
         timeout=180,
@@ -38,11 +40,31 @@ def test_missing_or_wrong_packages_fail_with_the_fix():
     assert extras.status == doctor.OK
 
 
-def test_wrong_python_and_unregistered_kernel_fail():
-    assert doctor.check_python((3, 10, 4)).status == doctor.FAIL
-    assert doctor.check_python((3, 11, 7)).status == doctor.OK
+def test_python_versions_outside_3_10_to_3_13_fail():
+    for version in ((3, 10, 4), (3, 11, 7), (3, 12, 1), (3, 13, 0)):
+        assert doctor.check_python(version).status == doctor.OK, version
+    for version in ((3, 9, 18), (3, 14, 0), (2, 7, 18)):
+        check = doctor.check_python(version)
+        assert check.status == doctor.FAIL and "3.10 to 3.13" in check.detail, version
+        assert "make setup PYTHON=" in check.fix
+
+
+def test_unregistered_kernel_fails():
     kernel = doctor.check_kernel("no-such-kernel")
     assert kernel.status == doctor.FAIL and "ipykernel install" in kernel.fix
+
+
+def test_a_kernel_that_starts_another_python_is_reported(monkeypatch, tmp_path):
+    """A kernel of the project's name found first (here through JUPYTER_PATH) runs elsewhere."""
+    folder = tmp_path / "kernels" / doctor.KERNEL_NAME
+    folder.mkdir(parents=True)
+    argv = ["/opt/elsewhere/bin/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    spec = {"argv": argv, "display_name": "Python (batch inference)", "language": "python"}
+    (folder / "kernel.json").write_text(json.dumps(spec))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    kernel = doctor.check_kernel()
+    assert kernel.status == doctor.WARN, kernel
+    assert "/opt/elsewhere/bin/python" in kernel.detail and "make setup" in kernel.fix
 
 
 def test_exit_status_is_non_zero_when_something_required_is_missing(monkeypatch, capsys):
@@ -55,11 +77,10 @@ def test_exit_status_is_non_zero_when_something_required_is_missing(monkeypatch,
 
 
 def test_cached_weights_and_datasets_are_found(monkeypatch, tmp_path):
-    from nbhelpers import prefetch
     from nbhelpers.models import cached_weights_path
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv(prefetch.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     before = {c.name: c.status for c in doctor.check_cached_models()}
     assert before["weights ResNet152"] == doctor.WARN
     path = cached_weights_path(prefetch.torchvision_weights()[0])
@@ -70,9 +91,9 @@ def test_cached_weights_and_datasets_are_found(monkeypatch, tmp_path):
     assert after["weights FasterRCNN_ResNet50_FPN_V2"] == doctor.WARN
 
     uri = prefetch.default_datasets()[0]
-    copy = prefetch.local_copy_path(uri)
+    copy = local_copy_path(uri)
     copy.mkdir(parents=True)
-    prefetch.marker_path(copy).write_text('{"num_images": 3}')
+    marker_path(copy).write_text('{"num_images": 3}')
     datasets = doctor.check_cached_datasets()
     assert datasets[0].status == doctor.OK and "3 images" in datasets[0].detail
     assert datasets[1].status == doctor.WARN and "make prefetch" in datasets[1].fix

@@ -1,4 +1,8 @@
-"""JupyterLab from the project's environment, started by ``make lab``, on 127.0.0.1."""
+"""JupyterLab from the project's environment, started by ``make lab``, on 127.0.0.1.
+
+It opens at the project's root, so that ``notebooks/`` and ``outputs/`` (where the
+notebooks and ``make run`` write) are both one click away.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -87,13 +92,16 @@ def lab(tmp_path_factory):
         log.close()
 
 
-def test_lab_serves_the_three_notebooks(lab):
+def test_lab_opens_at_the_project_root_with_notebooks_and_outputs(lab):
     status, page = lab.request("/lab")
     assert status == 200 and "JupyterLab" in page
-    _, listing = lab.request("/api/contents")
+    _, root = lab.request("/api/contents")
+    folders = {item["name"] for item in root["content"] if item["type"] == "directory"}
+    assert {"notebooks", "outputs"} <= folders, sorted(folders)
+    _, listing = lab.request("/api/contents/notebooks")
     names = {item["name"] for item in listing["content"] if item["type"] == "notebook"}
     assert len(NOTEBOOKS) == 3 and set(NOTEBOOKS) <= names
-    _, notebook = lab.request(f"/api/contents/{NOTEBOOKS[0]}")
+    _, notebook = lab.request(f"/api/contents/notebooks/{NOTEBOOKS[0]}")
     assert notebook["content"]["cells"], "the notebook opened empty"
 
 
@@ -101,7 +109,8 @@ def test_the_projects_kernel_is_listed_and_starts(lab):
     _, specs = lab.request("/api/kernelspecs")
     assert KERNEL in specs["kernelspecs"], sorted(specs["kernelspecs"])
     argv = specs["kernelspecs"][KERNEL]["spec"]["argv"]
-    assert Path(argv[0]).parent == ROOT / ".venv" / "bin"  # the project's environment
+    environment_bin = Path(sys.executable).parent  # .venv/bin, or the active conda environment's
+    assert Path(argv[0]).parent == environment_bin
     status, kernel = lab.request("/api/kernels", "POST", {"name": KERNEL})
     assert status == 201 and kernel["name"] == KERNEL
     try:
@@ -109,7 +118,7 @@ def test_the_projects_kernel_is_listed_and_starts(lab):
         stdout, stderr = asyncio.run(execute_in_kernel(lab, kernel["id"], code))
     finally:
         lab.request(f"/api/kernels/{kernel['id']}", "DELETE")
-    assert Path(stdout.strip()).parent == ROOT / ".venv" / "bin"
+    assert Path(stdout.strip()).parent == environment_bin
     # Ray Data's progress bars are widgets in JupyterLab: no "IProgress not found" warning.
     assert "IProgress" not in stderr, stderr
 

@@ -16,8 +16,9 @@ from urllib.parse import urlparse
 import pytest
 from conftest import S3Server, jpeg_bytes
 
-from nbhelpers import prefetch
+from nbhelpers.cache import CACHE_ENV, local_copy_of, local_copy_path, marker_path
 from nbhelpers.sources import IMAGENETTE_VAL_URI, VOC_ANIMALS_URI, find_images
+from tools import prefetch
 
 SYNSETS = ("n01440764", "n02102040", "n03000684")
 VOC_XML = b"""<annotation><filename>{name}.jpg</filename>
@@ -70,7 +71,7 @@ def s3_env(datasets_on_s3, monkeypatch, tmp_path):
             monkeypatch.setenv(name, value)
         else:
             monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(prefetch.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     return tmp_path / "cache"
 
 
@@ -80,7 +81,7 @@ def test_prefetch_copies_voc_images_with_their_annotations(s3_env):
     assert copied.folder == s3_env / "datasets" / "air-example-data/AnimalDetection/JPEGImages"
     annotations = sorted(p.name for p in (copied.folder.parent / "Annotations").iterdir())
     assert annotations == ["2007_000000.xml", "2007_000001.xml"]
-    marker = json.loads(prefetch.marker_path(copied.folder).read_text())
+    marker = json.loads(marker_path(copied.folder).read_text())
     assert marker["uri"] == VOC_ANIMALS_URI and marker["num_images"] == 3
 
     source = find_images(VOC_ANIMALS_URI)
@@ -101,10 +102,10 @@ def test_prefetch_a_subset_keeps_every_class(s3_env):
 
 
 def test_an_unfinished_copy_is_not_used(s3_env):
-    folder = prefetch.local_copy_path(IMAGENETTE_VAL_URI)
+    folder = local_copy_path(IMAGENETTE_VAL_URI)
     (folder / SYNSETS[0]).mkdir(parents=True)
     (folder / SYNSETS[0] / "half.JPEG").write_bytes(b"")
-    assert prefetch.local_copy_of(IMAGENETTE_VAL_URI) is None  # no marker: listed from S3
+    assert local_copy_of(IMAGENETTE_VAL_URI) is None  # no marker: listed from S3
     assert find_images(IMAGENETTE_VAL_URI).filesystem is not None
 
 
@@ -144,7 +145,7 @@ def test_pretrained_defaults_run_offline_after_prefetch(
         tmp_path / "out",
         env={
             "TORCH_HOME": str(torch_home),
-            prefetch.CACHE_ENV: str(s3_env),
+            CACHE_ENV: str(s3_env),
             "HF_HUB_OFFLINE": "1",
             "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9",  # a dead port: S3 is unreachable
         },

@@ -1,16 +1,29 @@
-"""Project hygiene: clean notebooks, one dependency list, parameters as DESIGN.md says."""
+"""Project hygiene: clean notebooks, one dependency list, locked versions, one kernel name."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
-import tomllib
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+
+from tools import doctor, lock
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CONTRACT_PARAMETERS = {
     "data_uri",
@@ -45,15 +58,89 @@ def test_notebook_has_one_parameters_cell_with_the_contract_names(path):
 
 
 def _requirement_name(requirement: str) -> str:
-    return re.split(r"[<>=!~\[ ]", requirement, maxsplit=1)[0].lower()
+    return canonicalize_name(Requirement(requirement).name)
+
+
+def _pip_section(environment: dict) -> list[str]:
+    return next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
 
 
 def test_environment_yml_matches_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     environment = yaml.safe_load((ROOT / "environment.yml").read_text())
-    pip_section = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
-    conda_pins = [d for d in environment["dependencies"] if isinstance(d, str)]
-    assert "python=3.11" in conda_pins
-    listed = {r for r in pip_section if not r.startswith("-e")}
-    assert listed == set(project["dependencies"]), "environment.yml and pyproject.toml disagree"
-    assert any(r.startswith("-e .[test]") for r in pip_section)
+    pip_section = _pip_section(environment)
+    listed = {r for r in pip_section if not r.startswith("-")}
+    assert listed == set(PROJECT["dependencies"]), "environment.yml and pyproject.toml disagree"
+    editable = [r for r in pip_section if r.startswith("-e .[")]
+    assert len(editable) == 1, "environment.yml must install the project: -e .[...]"
+    extras = set(editable[0].removeprefix("-e .[").rstrip("]").split(","))
+    assert extras == set(PROJECT["optional-dependencies"]), "environment.yml: install every extra"
+    assert "-c constraints.txt" in pip_section, "environment.yml must use the locked versions"
+    conda_python = next(d for d in environment["dependencies"] if str(d).startswith("python="))
+    python = conda_python.split("=", 1)[1]
+    assert python in lock.SUPPORTED_PYTHONS, f"environment.yml pins an unsupported {conda_python}"
+
+
+def test_every_place_names_the_same_python_versions():
+    """pyproject.toml, the doctor, the lock, the Makefile and the README: 3.10 to 3.13."""
+    requires = SpecifierSet(PROJECT["requires-python"])
+    accepted = tuple(f"3.{minor}" for minor in range(6, 20) if f"3.{minor}.0" in requires)
+    assert accepted == lock.SUPPORTED_PYTHONS == ("3.10", "3.11", "3.12", "3.13")
+    oldest, newest = (".".join(map(str, v)) for v in doctor.PYTHON_VERSIONS)
+    assert (oldest, newest) == (accepted[0], accepted[-1])
+    makefile = (ROOT / "Makefile").read_text()
+    assert "(3, 10) <= v <= (3, 13)" in makefile and "SUPPORTED := 3.10 to 3.13" in makefile
+    assert "Python 3.10 to 3.13" in (ROOT / "README.md").read_text()
+
+
+def _constraints() -> dict[str, Requirement]:
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    pins = [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
+    return {canonicalize_name(pin.name): pin for pin in pins}
+
+
+def test_constraints_pin_every_declared_package_within_its_range():
+    pins = _constraints()
+    assert all(str(pin.specifier).startswith("==") for pin in pins.values())
+    declared = list(PROJECT["dependencies"])
+    declared += [r for extra in PROJECT["optional-dependencies"].values() for r in extra]
+    for text in declared:
+        requirement = Requirement(text)
+        pin = pins.get(canonicalize_name(requirement.name))
+        assert pin is not None, f"{requirement.name} is not in constraints.txt: run `make lock`"
+        version = str(pin.specifier).removeprefix("==")
+        assert requirement.specifier.contains(version, prereleases=True), (
+            f"constraints.txt pins {pin}, outside pyproject.toml's {text}: run `make lock`"
+        )
+    assert "nbhelpers" not in pins, "the project itself is not a constraint"
+
+
+def test_the_environment_has_exactly_the_locked_versions():
+    """What `make setup` installed is what constraints.txt says (pins for this Python)."""
+    wrong = []
+    for name, pin in _constraints().items():
+        if pin.marker is not None and not pin.marker.evaluate():
+            continue
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # needed on another platform only (pip skips it here too)
+        if not pin.specifier.contains(installed, prereleases=True):
+            wrong.append(f"{name} {installed} (locked: {pin.specifier})")
+    assert not wrong, "run `make setup`: " + ", ".join(wrong)
+
+
+def test_pip_check_is_clean():
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_kernel_is_the_one_make_setup_registers(path):
+    kernelspec = nbformat.read(path, as_version=4).metadata.get("kernelspec", {})
+    assert kernelspec.get("name") == doctor.KERNEL_NAME
+    assert kernelspec.get("display_name") == "Python (batch inference)"
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"KERNEL := {doctor.KERNEL_NAME}" in makefile
+    assert "KERNEL_DISPLAY_NAME := Python (batch inference)" in makefile

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nbhelpers import jobs
-from nbhelpers.report import NotebookReport, describe_device, quality, write_index
+from tools import run_notebooks
+from tools.report import NotebookReport, describe_device, quality, write_index
 
 SUMMARY = {
     "num_images_in": 40,
@@ -65,9 +65,9 @@ def test_a_failing_notebook_makes_the_job_fail_but_the_others_still_run(tmp_path
         summary = None if error else SUMMARY
         return NotebookReport(notebook.stem, folder, folder / "x.ipynb", 1.0, error, summary)
 
-    monkeypatch.setattr(jobs, "execute", fake_execute)
-    assert jobs.main(["--smoke", "--output-root", str(tmp_path)]) == 1
-    assert ran == [path.stem for path in jobs.notebook_paths()] and len(ran) == 3
+    monkeypatch.setattr(run_notebooks, "execute", fake_execute)
+    assert run_notebooks.main(["--smoke", "--output-root", str(tmp_path)]) == 1
+    assert ran == [path.stem for path in run_notebooks.notebook_paths()] and len(ran) == 3
     rows = [line for line in (tmp_path / "index.md").read_text().splitlines() if "_" in line]
     statuses = [line.split("|")[2].strip() for line in rows if line.startswith("|")]
     assert statuses == ["failed", "ok", "ok"]

@@ -1,6 +1,6 @@
 """Reports people can share: each executed notebook as HTML, and an index of the run.
 
-``make run`` and ``make smoke`` (:mod:`nbhelpers.jobs`) call these after each
+``make run`` and ``make smoke`` (:mod:`tools.run_notebooks`) call these after each
 notebook: the executed copy becomes a standalone HTML page, and ``index.md`` and
 ``index.html`` list every notebook of the run with its figures, read from the
 ``summary.json`` it wrote.
@@ -13,6 +13,9 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import nbformat
+from nbconvert import HTMLExporter
 
 COLUMNS = (
     "notebook",
@@ -103,9 +106,6 @@ def read_summary(folder: Path) -> dict | None:
 
 def render_html(executed: Path) -> Path:
     """Write ``executed`` (an executed notebook) as a standalone HTML page beside it."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
     notebook = nbformat.read(executed, as_version=4)
     body, _ = HTMLExporter(embed_images=True).from_notebook_node(notebook)
     target = executed.with_suffix(".html")

@@ -1,12 +1,13 @@
-"""Check that this machine can run the notebooks: ``python -m nbhelpers.doctor`` (``make doctor``).
+"""Check that this machine can run the notebooks: ``python -m tools.doctor`` (``make doctor``).
 
 Runs in seconds and without network, and prints a table: each check, its status
 and how to fix what is missing. ``FAIL`` marks what the notebooks cannot run
 without (the exit status is then 1); ``warn`` marks what only some runs need,
 such as the pretrained weights for a run without network.
 
-Only the standard library is imported at the top, so that the doctor also runs
-where the project's packages are missing, and says so.
+Only the standard library (and :mod:`nbhelpers.cache`, which needs nothing else) is
+imported at the top, so that the doctor also runs where the project's packages
+are missing, and says so.
 """
 
 from __future__ import annotations
@@ -21,15 +22,21 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-KERNEL_NAME = "batch-inference"
-"""The Jupyter kernel that ``make setup`` registers for the notebooks."""
+from nbhelpers.cache import PROJECT_ROOT, local_copy_of, marker_path
 
-PYTHON_VERSION = (3, 11)
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: read the installed project's metadata instead
+    tomllib = None
+
+KERNEL_NAME = "batch-inference"
+"""The Jupyter kernel that ``make setup`` registers for the notebooks (their kernelspec)."""
+
+PYTHON_VERSIONS = ((3, 10), (3, 13))
+"""The oldest and newest Python the project supports (``requires-python`` in pyproject.toml)."""
 IMPORT_NAMES = {"pillow": "PIL", "scikit-image": "skimage"}
 """Distribution names whose import name is not the name itself (minus ``-``)."""
 
@@ -51,21 +58,33 @@ class Check:
     fix: str = ""
 
 
+def supported_pythons() -> str:
+    """``"3.10 to 3.13"``: the versions the project supports, for messages."""
+    oldest, newest = (".".join(map(str, version)) for version in PYTHON_VERSIONS)
+    return f"{oldest} to {newest}"
+
+
 def check_python(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> Check:
-    """The Python version: the environment is built for 3.11."""
+    """The Python version: one of :data:`PYTHON_VERSIONS`."""
     shown = ".".join(map(str, version))
-    if tuple(version[:2]) == PYTHON_VERSION:
+    if PYTHON_VERSIONS[0] <= tuple(version[:2]) <= PYTHON_VERSIONS[1]:
         return Check("Python", OK, f"{shown} ({sys.executable})")
     return Check(
         "Python",
         FAIL,
-        f"{shown}; the project needs {'.'.join(map(str, PYTHON_VERSION))}",
-        "Install Python 3.11, then `make setup PYTHON=python3.11`.",
+        f"{shown}; the project needs Python {supported_pythons()}",
+        "Install one of them, then `make setup PYTHON=python3.12` (it rebuilds .venv).",
     )
 
 
 def required_packages() -> list[str]:
-    """The project's dependencies, as ``pyproject.toml`` lists them."""
+    """The project's dependencies, as ``pyproject.toml`` lists them (without the extras)."""
+    if tomllib is None:
+        try:
+            requires = importlib.metadata.requires("nbhelpers") or []
+        except importlib.metadata.PackageNotFoundError:
+            return ["nbhelpers"]  # not installed: reported as a missing package
+        return [requirement for requirement in requires if "extra ==" not in requirement]
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
     return list(project["dependencies"])
 
@@ -101,16 +120,32 @@ def _version_matches(version: str, specifier: str) -> bool:
 
 
 def check_kernel(name: str = KERNEL_NAME) -> Check:
-    """Whether Jupyter knows the project's kernel, so that JupyterLab and papermill find it."""
-    fix = f"`make setup`, or `.venv/bin/python -m ipykernel install --sys-prefix --name {name}`."
+    """Whether Jupyter knows the project's kernel, and whether it runs this environment's Python.
+
+    JupyterLab, VS Code and the notebooks' own metadata use this kernel name; a
+    kernel of that name that starts another Python would run the notebooks there.
+    """
+    fix = (
+        f"`make setup`, or `{sys.executable} -m ipykernel install --sys-prefix --name {name} "
+        '--display-name "Python (batch inference)"`.'
+    )
     try:
-        from jupyter_client.kernelspec import KernelSpecManager
+        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
     except ImportError:
         return Check("Jupyter kernel", FAIL, "jupyter_client is not installed", fix)
-    specs = KernelSpecManager().find_kernel_specs()
-    if name in specs:
-        return Check("Jupyter kernel", OK, f"{name!r} in {specs[name]}")
-    return Check("Jupyter kernel", FAIL, f"{name!r} is not registered", fix)
+    try:
+        spec = KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel:
+        return Check("Jupyter kernel", FAIL, f"{name!r} is not registered", fix)
+    python = spec.argv[0] if spec.argv else ""
+    if os.path.isabs(python) and Path(python).parent != Path(sys.executable).parent:
+        return Check(
+            "Jupyter kernel",
+            WARN,
+            f"{name!r} in {spec.resource_dir} starts {python}, not this environment's Python",
+            f"Remove that kernel (`jupyter kernelspec remove {name}`) and run `make setup`.",
+        )
+    return Check("Jupyter kernel", OK, f"{name!r} in {spec.resource_dir}")
 
 
 RAY_PROBE = """
@@ -192,7 +227,7 @@ def check_cached_models() -> list[Check]:
     """Whether the pretrained weights of the three notebooks are already on this machine."""
     fix = "`make prefetch` on a machine with network (the notebooks then run offline)."
     try:
-        from nbhelpers import prefetch
+        from tools import prefetch  # needs torch: deferred, the doctor runs without it too
     except Exception as error:  # noqa: BLE001 - report, do not crash
         return [Check("pretrained weights", WARN, f"cannot check ({error})", "`make setup`.")]
     checks = []
@@ -218,17 +253,17 @@ def check_cached_datasets() -> list[Check]:
     """Whether the default datasets have a local copy made by ``make prefetch``."""
     fix = "`make prefetch` (or `make prefetch ARGS='--num-images 200'` for a subset)."
     try:
-        from nbhelpers import prefetch
+        from tools import prefetch  # needs torch: deferred, the doctor runs without it too
     except Exception as error:  # noqa: BLE001 - report, do not crash
         return [Check("datasets", WARN, f"cannot check ({error})", "`make setup`.")]
     checks = []
     for uri in prefetch.default_datasets():
-        copy = prefetch.local_copy_of(uri)
+        copy = local_copy_of(uri)
         name = f"dataset {uri.split('@')[-1].rstrip('/')}"
         if copy is None:
             checks.append(Check(name, WARN, "no local copy: read from S3 (needs network)", fix))
         else:
-            marker = json.loads(prefetch.marker_path(copy).read_text())
+            marker = json.loads(marker_path(copy).read_text())
             checks.append(Check(name, OK, f"{marker['num_images']} images in {copy}"))
     return checks
 

@@ -1,27 +1,25 @@
-"""Run the notebooks as papermill jobs: ``python -m nbhelpers.jobs [--smoke] [--only 01] [-p name value]``.
+"""Run the notebooks with papermill: ``python -m tools.run_notebooks [--smoke] [--only 01] [-p name value]``.
 
-Each notebook is executed in a subprocess with an outer time limit (papermill
-waits forever when a kernel dies). A run leaves everything in one folder,
-``outputs/run/`` (``make run``) or ``outputs/smoke/`` (``make smoke``), replaced
-by the next run of the same kind: per notebook its executed copy, an HTML
-rendering, ``predictions.parquet`` and ``summary.json``; and ``index.md`` and
-``index.html`` with one row per notebook (see :mod:`nbhelpers.report`).
+Each notebook is executed by :func:`tools.papermill_runner.execute_notebook`, with
+an outer time limit. A run leaves everything in one folder, ``outputs/run/``
+(``make run``) or ``outputs/smoke/`` (``make smoke``), replaced by the next run of
+the same kind: per notebook its executed copy, an HTML rendering,
+``predictions.parquet`` and ``summary.json``; and ``index.md`` and ``index.html``
+with one row per notebook (see :mod:`tools.report`).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
+import ast
 import sys
-import time
 from pathlib import Path
 
-from nbhelpers.report import NotebookReport, read_summary, render_html, write_index
-from nbhelpers.results import PROJECT_ROOT
+from nbhelpers.cache import PROJECT_ROOT
+from tools.papermill_runner import NOTEBOOK_DIR, execute_notebook
+from tools.report import NotebookReport, read_summary, render_html, write_index
 
-NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
-SMOKE_PARAMETERS = {"pretrained": "False", "data_uri": "sample", "num_images": "8"}
+SMOKE_PARAMETERS = {"pretrained": False, "data_uri": "sample", "num_images": 8}
 """Offline parameters: seeded random weights, the bundled sample photos, a few images."""
 
 
@@ -35,10 +33,18 @@ def notebook_paths(only: str | None = None) -> list[Path]:
     return paths
 
 
+def parameter_value(text: str) -> object:
+    """A command-line value as the notebook should see it: ``8``, ``None``, ``True``, or text."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def execute(
-    notebook: Path, output_root: Path, parameters: dict[str, str], timeout_s: int
+    notebook: Path, output_root: Path, parameters: dict[str, object], timeout_s: int
 ) -> NotebookReport:
-    """Execute one notebook with papermill, render it as HTML, and read its summary.
+    """Execute one notebook into ``<output_root>/<name>/``, render it as HTML, read its summary.
 
     A failure (an error in a cell, or more than ``timeout_s`` seconds) is recorded
     in the report rather than raised, so that the other notebooks still run.
@@ -46,30 +52,23 @@ def execute(
     output_dir = output_root / notebook.stem
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "summary.json").unlink(missing_ok=True)  # never report a previous run's
-    executed = output_dir / f"{notebook.stem}.ipynb"
-    command = [sys.executable, "-m", "papermill", str(notebook), str(executed), "-k", "python3"]
-    command += ["--cwd", str(NOTEBOOK_DIR), "-p", "output_dir", str(output_dir)]
-    for name, value in parameters.items():
-        command += ["-p", name, value]
-    start = time.perf_counter()
-    error = None
-    try:
-        result = subprocess.run(
-            command, timeout=timeout_s, env=os.environ | {"PYTHONUNBUFFERED": "1"}
-        )
-        if result.returncode != 0:
-            error = f"stopped with an error; see {executed.name} or its HTML page"
-    except subprocess.TimeoutExpired:
-        error = f"ran past {timeout_s}s and was stopped"
-    seconds = time.perf_counter() - start
+    run = execute_notebook(
+        notebook, output_dir, parameters, timeout_s=timeout_s, capture_output=False
+    )
     page = None
-    if executed.is_file():
+    if run.executed.is_file():
         try:
-            page = render_html(executed)
+            page = render_html(run.executed)
         except Exception as problem:  # noqa: BLE001 - a missing page must not hide the results
-            print(f"    (no HTML page for {executed.name}: {problem})", file=sys.stderr)
+            print(f"    (no HTML page for {run.executed.name}: {problem})", file=sys.stderr)
     return NotebookReport(
-        notebook.stem, output_dir, executed, seconds, error, read_summary(output_dir), page
+        notebook.stem,
+        output_dir,
+        run.executed,
+        run.seconds,
+        run.error,
+        read_summary(output_dir),
+        page,
     )
 
 
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar=("NAME", "VALUE"),
-        help="papermill parameter, repeatable (None, True, False and numbers are typed)",
+        help="notebook parameter, repeatable (None, True, False and numbers are typed)",
     )
     parser.add_argument(
         "--output-root",
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per notebook")
     args = parser.parse_args(argv)
     parameters = dict(SMOKE_PARAMETERS) if args.smoke else {}
-    parameters |= dict(args.p)
+    parameters |= {name: parameter_value(value) for name, value in args.p}
     kind = "smoke" if args.smoke else "run"
     output_root = args.output_root or PROJECT_ROOT / "outputs" / kind
     notebooks = notebook_paths(args.only)

@@ -1,6 +1,6 @@
 """Download once what the notebooks need, so that they later run with no network.
 
-``python -m nbhelpers.prefetch [--num-images N]`` (``make prefetch``), on a machine
+``python -m tools.prefetch [--num-images N]`` (``make prefetch``), on a machine
 with network, fetches:
 
 - the pretrained weights of the three models: torchvision's ResNet152 and Faster
@@ -9,7 +9,8 @@ with network, fetches:
   cache (``HF_HOME``, by default ``~/.cache/huggingface``);
 - the two datasets (every image, or ``N`` per dataset spread over its classes),
   plus the Pascal VOC annotations where they exist, into ``cache/datasets/`` inside
-  the project (``NBHELPERS_CACHE`` moves the whole cache folder).
+  the project (``NBHELPERS_CACHE`` moves the whole cache folder; see
+  :mod:`nbhelpers.cache`).
 
 Afterwards the notebooks with their default parameters find everything locally:
 torchvision and transformers look in their caches first, and
@@ -25,84 +26,47 @@ import os
 import posixpath
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from nbhelpers.results import PROJECT_ROOT
+import pyarrow.fs as pafs
+import torch
+from huggingface_hub import snapshot_download, try_to_load_from_cache
+from torchvision.models import ResNet152_Weights
+from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights
 
-CACHE_ENV = "NBHELPERS_CACHE"
-"""Environment variable that moves the project's cache folder."""
-
-VIT_MODEL_ID = "google/vit-base-patch16-224"
-"""The Hugging Face model of notebook 02."""
-
-MARKER_SUFFIX = ".prefetched.json"
-"""``<copy folder>.prefetched.json`` is written beside a local copy once all its files are there."""
+from nbhelpers.cache import CACHE_ENV, dataset_cache_dir, local_copy_path, marker_path
+from nbhelpers.models import cached_weights_path
+from nbhelpers.sources import (
+    IMAGENETTE_VAL_URI,
+    VOC_ANIMALS_URI,
+    is_image_name,
+    pick_evenly,
+    s3_filesystem,
+)
+from nbhelpers.vit import VIT_MODEL_ID
+from nbhelpers.voc import annotation_path
 
 
 class PrefetchError(RuntimeError):
     """Something could not be downloaded."""
 
 
-def cache_dir() -> Path:
-    """The project's cache folder: ``$NBHELPERS_CACHE``, or ``cache/`` at the project's root."""
-    return Path(os.environ.get(CACHE_ENV) or PROJECT_ROOT / "cache").expanduser().resolve()
-
-
-def dataset_cache_dir() -> Path:
-    """Where local copies of ``s3://`` datasets go: ``<cache>/datasets``."""
-    return cache_dir() / "datasets"
-
-
-def local_copy_path(uri: str) -> Path:
-    """Where the local copy of an ``s3://`` URI lives (``<cache>/datasets/<bucket>/<prefix>``)."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.hostname:
-        raise ValueError(f"Only s3:// URIs have a local copy; got {uri!r}.")
-    return dataset_cache_dir() / parsed.hostname / parsed.path.strip("/")
-
-
-def local_copy_of(uri: str) -> Path | None:
-    """The complete local copy of ``uri`` made by :func:`prefetch_dataset`, or ``None``.
-
-    A copy counts once its marker file exists, so an interrupted download is never
-    used as if it were the dataset.
-    """
-    if not str(uri).startswith("s3://") or not urlparse(str(uri)).hostname:
-        return None  # not S3, or no bucket: find_images explains what is wrong
-    folder = local_copy_path(str(uri))
-    return folder if marker_path(folder).is_file() and folder.is_dir() else None
-
-
-def marker_path(folder: Path) -> Path:
-    """The file that marks ``folder`` as a complete copy (beside it, not among the images)."""
-    return folder.with_name(folder.name + MARKER_SUFFIX)
-
-
 def torchvision_weights() -> list:
     """The torchvision weights the notebooks load with ``pretrained=True``."""
-    from torchvision.models import ResNet152_Weights
-    from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights
-
     return [ResNet152_Weights.DEFAULT, FasterRCNN_ResNet50_FPN_V2_Weights.DEFAULT]
 
 
 def weights_are_cached(weights) -> bool:
     """Whether torch's hub cache already holds the file of ``weights``."""
-    from nbhelpers.models import cached_weights_path
-
     return cached_weights_path(weights).is_file()
 
 
 def prefetch_torchvision_weights(weights) -> Path:
     """Download ``weights`` into torch's hub cache (kept when already there); returns the file."""
-    import torch
-
-    from nbhelpers.models import cached_weights_path
-
     path = cached_weights_path(weights)
     if not path.is_file():
         try:
@@ -118,7 +82,6 @@ def prefetch_torchvision_weights(weights) -> Path:
 
 def hf_model_is_cached(model_id: str = VIT_MODEL_ID) -> bool:
     """Whether the Hugging Face cache holds ``model_id``'s configuration and weights."""
-    from huggingface_hub import try_to_load_from_cache
 
     def cached(name: str) -> bool:
         return isinstance(try_to_load_from_cache(model_id, name), str)
@@ -129,8 +92,6 @@ def hf_model_is_cached(model_id: str = VIT_MODEL_ID) -> bool:
 
 def prefetch_hf_model(model_id: str = VIT_MODEL_ID) -> Path:
     """Download ``model_id`` (configuration, preprocessor, PyTorch weights) into the HF cache."""
-    from huggingface_hub import snapshot_download
-
     try:
         folder = snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors"])
         if not any(Path(folder).glob("*.safetensors")):
@@ -163,16 +124,12 @@ class PrefetchedDataset:
 
 
 def _list_files(filesystem, path: str) -> list:
-    import pyarrow.fs as pafs
-
     selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
     return [info for info in filesystem.get_file_info(selector) if info.type == pafs.FileType.File]
 
 
 def _annotations_for(filesystem, image_paths: list[str]) -> dict[str, int]:
     """The Pascal VOC annotation files (``bucket/key`` -> size) of ``image_paths`` that exist."""
-    from nbhelpers.voc import annotation_path
-
     wanted = {annotation_path(path) for path in image_paths} - {None}
     folders = {posixpath.dirname(path) for path in wanted}
     existing = {}
@@ -209,8 +166,6 @@ def prefetch_dataset(
     Raises:
         PrefetchError: the bucket cannot be listed, holds no image, or a file failed.
     """
-    from nbhelpers.sources import is_image_name, pick_evenly, s3_filesystem
-
     filesystem, root = s3_filesystem(uri)
     try:
         infos = _list_files(filesystem, root)
@@ -254,12 +209,10 @@ def prefetch_dataset(
 
 def default_datasets() -> list[str]:
     """The ``s3://`` datasets the notebooks use by default."""
-    from nbhelpers.sources import IMAGENETTE_VAL_URI, VOC_ANIMALS_URI
-
     return [IMAGENETTE_VAL_URI, VOC_ANIMALS_URI]
 
 
-def _steps(args: argparse.Namespace) -> Iterable[tuple[str, callable]]:
+def _steps(args: argparse.Namespace) -> Iterable[tuple[str, Callable[[], object]]]:
     if not args.skip_weights:
         for weights in torchvision_weights():
             yield (

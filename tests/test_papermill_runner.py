@@ -1,0 +1,79 @@
+"""The one papermill runner: typed parameters, failures reported, time-outs that leave nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_notebook
+
+from tools.papermill_runner import execute_notebook
+
+
+def write_notebook(path: Path, *cells: str) -> Path:
+    """A notebook whose first cell is tagged ``parameters``, then ``cells``."""
+    parameters = new_code_cell("output_dir = None\nnum_images = None\ndata_uri = 'sample'")
+    parameters.metadata["tags"] = ["parameters"]
+    notebook = new_notebook(cells=[parameters, *map(new_code_cell, cells)])
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(notebook, path)
+    return path
+
+
+def is_running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie waiting to be reaped."""
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
+    return bool(state.stdout.strip()) and not state.stdout.strip().startswith("Z")
+
+
+def test_parameters_keep_their_types_and_the_executed_copy_lands_in_output_dir(tmp_path):
+    notebook = write_notebook(
+        tmp_path / "echo.ipynb",
+        "import json, pathlib\n"
+        "values = {'num_images': num_images, 'data_uri': data_uri, 'flags': flags}\n"
+        "pathlib.Path(output_dir, 'seen.json').write_text(json.dumps(values))",
+    )
+    parameters = {"num_images": 8, "data_uri": "s3://anonymous@bucket/1e3", "flags": [True, None]}
+    run = execute_notebook(notebook, tmp_path / "out", parameters, timeout_s=120)
+    assert run.error is None and run.returncode == 0, run.output[-3000:]
+    assert run.executed == tmp_path / "out" / "echo.ipynb" and run.executed.is_file()
+    seen = json.loads((tmp_path / "out" / "seen.json").read_text())
+    assert seen == {"num_images": 8, "data_uri": "s3://anonymous@bucket/1e3", "flags": [True, None]}
+
+
+def test_a_failing_cell_is_reported_with_papermills_output(tmp_path):
+    notebook = write_notebook(tmp_path / "fails.ipynb", "raise ValueError('no images at all')")
+    run = execute_notebook(notebook, tmp_path / "out", timeout_s=120)
+    assert not run.timed_out and run.returncode != 0
+    assert run.error.startswith("stopped with an error") and "fails.ipynb" in run.error
+    assert "no images at all" in run.output
+
+
+def test_a_time_out_stops_the_kernel_and_what_it_started(tmp_path):
+    """The kernel starts a process (as it starts Ray's) and hangs: both are gone afterwards."""
+    pid_file = tmp_path / "child.pid"
+    notebook = write_notebook(
+        tmp_path / "hangs.ipynb",
+        "import os, pathlib, subprocess, time\n"
+        "child = subprocess.Popen(['sleep', '600'])\n"
+        f"pathlib.Path({str(pid_file)!r}).write_text(f'{{os.getpid()}} {{child.pid}}')\n"
+        "time.sleep(600)",
+    )
+    start = time.monotonic()
+    run = execute_notebook(notebook, tmp_path / "out", timeout_s=40)
+    assert time.monotonic() - start < 60
+    assert run.timed_out and run.error == "ran past 40s and was stopped"
+    assert pid_file.is_file(), f"the kernel never reached the hanging cell:\n{run.output[-3000:]}"
+    kernel, child = map(int, pid_file.read_text().split())
+    deadline = time.monotonic() + 10
+    while (is_running(kernel) or is_running(child)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not is_running(kernel), "the kernel survived the time-out"
+    assert not is_running(child), "a process the kernel started survived the time-out"
