@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from nbhelpers.labels import labels_from_paths
+
 OTHER = "(other)"
 
 
@@ -214,8 +216,6 @@ def evaluate_against_path_labels(
     Returns:
         ``(accuracy, confusion matrix)``, or ``(None, None)`` when no path has a label.
     """
-    from nbhelpers.labels import labels_from_paths
-
     predictions["true_index"] = pd.array(
         labels_from_paths(predictions["path"], categories), dtype="Int64"
     )

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from nbhelpers.cache import PROJECT_ROOT
 from nbhelpers.cluster import ActorPoolPlan, ClusterResources
+from nbhelpers.decode import failure_kind
 
 
 class LostRowsError(RuntimeError):
@@ -36,8 +37,6 @@ def describe_failures(predictions: pd.DataFrame, limit: int = 20) -> str:
     Paths are shown relative to the folder that all the images share. At most
     ``limit`` files are listed; ``predictions.parquet`` has every one.
     """
-    from nbhelpers.decode import failure_kind
-
     failed = failure_report(predictions)
     total = len(predictions)
     if failed.empty:
