@@ -16,6 +16,12 @@ from urllib.parse import urlparse
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The folder that holds ``notebooks/``, ``nbhelpers/`` and ``pyproject.toml``."""
 
+IMAGENETTE_VAL_URI = "s3://anonymous@air-example-data-2/imagenette2/val/"
+"""The Imagenette validation split on the public bucket the Ray docs use."""
+
+VOC_ANIMALS_URI = "s3://anonymous@air-example-data/AnimalDetection/JPEGImages/"
+"""The Pascal VOC cats-and-dogs subset on the public bucket the Ray docs use."""
+
 CACHE_ENV = "NBHELPERS_CACHE"
 """Environment variable that moves the project's cache folder."""
 

@@ -13,47 +13,19 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from nbhelpers.cache import local_copy_of
+from nbhelpers.s3 import S3SourceError, list_objects
 
-IMAGE_EXTENSIONS = (
-    ".jpg",
-    ".jpeg",
-    ".jpe",
-    ".jfif",
-    ".png",
-    ".bmp",
-    ".gif",
-    ".tif",
-    ".tiff",
-    ".webp",
-    ".avif",
-    ".heic",
-    ".heif",
-)
-"""File extensions treated as images, matched case-insensitively (``.JPEG`` included).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_EXTENSIONS += (".webp", ".avif", ".heic", ".heif")
+"""Image extensions, in any case. HEIC/HEIF are listed so that failing to decode them
+(without the optional ``pillow-heif``) is reported rather than skipped without a word."""
 
-HEIC/HEIF photos are listed so that they are reported (decoding them needs the
-optional ``pillow-heif`` plugin) rather than skipped without a word."""
-
-IMAGENETTE_VAL_URI = "s3://anonymous@air-example-data-2/imagenette2/val/"
-"""The Imagenette validation split on the public bucket the Ray docs use."""
-
-VOC_ANIMALS_URI = "s3://anonymous@air-example-data/AnimalDetection/JPEGImages/"
-"""The Pascal VOC cats-and-dogs subset on the public bucket the Ray docs use."""
-
-SAMPLE_PHOTOS = (
-    ("skimage", "astronaut.png"),
-    ("skimage", "camera.png"),
-    ("skimage", "chelsea.png"),
-    ("skimage", "coffee.png"),
-    ("skimage", "coins.png"),
-    ("skimage", "hubble_deep_field.jpg"),
-    ("skimage", "moon.png"),
-    ("skimage", "motorcycle_left.png"),
-    ("skimage", "motorcycle_right.png"),
-    ("skimage", "retina.jpg"),
-    ("skimage", "rocket.jpg"),
-    ("matplotlib", "grace_hopper.jpg"),
-)
+SAMPLE_PHOTOS = [
+    ("skimage", name)
+    for name in ("astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.png")
+    + ("hubble_deep_field.jpg", "moon.png", "motorcycle_left.png", "motorcycle_right.png")
+    + ("retina.jpg", "rocket.jpg")
+] + [("matplotlib", "grace_hopper.jpg")]
 """Real photos that ship inside scikit-image and matplotlib: the offline data set."""
 
 _IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -115,61 +87,6 @@ def sample_photo_paths() -> list[str]:
     return [str(p) for p in paths if p.is_file()]
 
 
-def s3_filesystem(uri: str) -> tuple[pafs.S3FileSystem, str]:
-    """A pyarrow S3 filesystem for ``uri`` and the ``bucket/prefix`` path inside it.
-
-    ``s3://anonymous@bucket/prefix`` reads a public bucket without credentials.
-    Otherwise credentials come from the standard AWS environment variables (or,
-    without them, from the AWS profile or the machine's role). An S3-compatible
-    server is reached through ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``. The
-    endpoint, region and credentials from the environment are resolved here, in the
-    driver, and travel with the filesystem object, so that Ray workers (on this
-    machine or others) read from the same place with the same credentials.
-    """
-    user, _, bucket = uri.split("://", 1)[1].partition("/")[0].rpartition("@")
-    key = uri.split("://", 1)[1].partition("/")[2]
-    anonymous = user == "anonymous"
-    if not bucket:
-        raise DataSourceError(
-            f"{uri!r} has no bucket name; expected s3://bucket/prefix "
-            "(or s3://anonymous@bucket/prefix for a public bucket)."
-        )
-    path = f"{bucket}/{key.lstrip('/')}".rstrip("/")
-    options: dict = {"anonymous": anonymous}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if endpoint:
-        endpoint_url = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-        options["endpoint_override"] = endpoint_url.netloc
-        options["scheme"] = endpoint_url.scheme
-        options["region"] = region or "us-east-1"
-    elif region:
-        options["region"] = region
-    else:
-        options["region"] = _bucket_region(bucket, uri)
-    if not anonymous and os.environ.get("AWS_ACCESS_KEY_ID"):
-        options["access_key"] = os.environ["AWS_ACCESS_KEY_ID"]
-        options["secret_key"] = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
-        if os.environ.get("AWS_SESSION_TOKEN"):
-            options["session_token"] = os.environ["AWS_SESSION_TOKEN"]
-    if os.environ.get("AWS_CA_BUNDLE"):
-        options["tls_ca_file_path"] = os.environ["AWS_CA_BUNDLE"]
-    options["connect_timeout"] = 10
-    options["request_timeout"] = 60
-    return pafs.S3FileSystem(**options), path
-
-
-def _bucket_region(bucket: str, uri: str) -> str:
-    try:
-        return pafs.resolve_s3_region(bucket)
-    except OSError as error:
-        raise DataSourceError(
-            f"Cannot reach the S3 bucket of {uri!r} ({error}). Without network, run "
-            "offline with data_uri='sample' (or a local folder) and pretrained=False, "
-            "or copy the images to a local folder first and give its path as data_uri."
-        ) from error
-
-
 def printable_path(path: str) -> str:
     """``path`` as valid UTF-8 text: bytes of a name that is not UTF-8 become ``\\xNN``.
 
@@ -227,17 +144,12 @@ def _list_local(root: Path) -> tuple[list[str], Counter]:
 
 def _list_s3(uri: str) -> tuple[list[str], Counter, pafs.S3FileSystem]:
     """Image objects below the prefix of ``uri`` and the others counted by extension."""
-    fs, path = s3_filesystem(uri)
     try:
-        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-    except FileNotFoundError:
-        infos = _single_object(fs, path, uri)
-    except OSError as error:
-        raise DataSourceError(_s3_listing_problem(uri, error)) from error
+        infos, fs = list_objects(uri)
+    except S3SourceError as error:
+        raise DataSourceError(str(error)) from error
     images, skipped = [], Counter()
     for info in infos:
-        if info.type != pafs.FileType.File:
-            continue
         if _is_system_file(info.base_name):
             skipped[_SYSTEM_FILES] += 1
         elif is_image_name(info.base_name):
@@ -247,47 +159,9 @@ def _list_s3(uri: str) -> tuple[list[str], Counter, pafs.S3FileSystem]:
     return images, skipped, fs
 
 
-def _single_object(fs: pafs.S3FileSystem, path: str, uri: str) -> list[pafs.FileInfo]:
-    """``uri`` names one object rather than a prefix; raise when it names nothing."""
-    try:
-        info = fs.get_file_info(path)
-    except OSError:
-        info = None
-    if info is None or info.type != pafs.FileType.File:
-        raise DataSourceError(
-            f"data_uri {uri!r} does not exist: the bucket has no object and no prefix "
-            f"{path.partition('/')[2]!r}. Check the spelling (S3 keys are case-sensitive)."
-        )
-    return [info]
-
-
-def _s3_listing_problem(uri: str, error: OSError) -> str:
-    """A message for an S3 listing that failed: which bucket, and what to check."""
-    text = str(error)
-    refused = ("ACCESS_DENIED", "INVALID_ACCESS_KEY", "SIGNATURE", "FORBIDDEN", "EXPIRED")
-    if any(marker in text.upper() for marker in refused):
-        return (
-            f"Access to {uri!r} was refused ({error}). For a public bucket use "
-            "s3://anonymous@bucket/prefix; for a private one set AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) to credentials that may list it."
-        )
-    if "NO_SUCH_BUCKET" in text or "bucket does not exist" in text:
-        bucket = urlparse(uri).netloc.rpartition("@")[2]
-        return f"data_uri {uri!r} does not exist: there is no bucket {bucket!r}."
-    return (
-        f"Cannot list {uri!r}: {error}. Check the URI, your network and your AWS "
-        "credentials; use s3://anonymous@bucket/... for a public bucket, and "
-        "AWS_ENDPOINT_URL_S3 for an S3-compatible server. Without network, run offline "
-        "with data_uri='sample' and pretrained=False."
-    )
-
-
 def pick_evenly(paths: list[str], num_images: int | None) -> list[str]:
-    """At most ``num_images`` paths, spread evenly over the sorted list.
-
-    Evenly spaced picks keep every class folder represented, where the first N
-    paths would all come from the first folder.
-    """
+    """At most ``num_images`` paths, spread evenly over the sorted list (every class folder
+    stays represented, where the first N paths would all come from the first folder)."""
     if num_images is None or num_images >= len(paths):
         return list(paths)
     if num_images <= 0:

@@ -16,8 +16,15 @@ from urllib.parse import urlparse
 import pytest
 from conftest import S3Server, jpeg_bytes
 
-from nbhelpers.cache import CACHE_ENV, local_copy_of, local_copy_path, marker_path
-from nbhelpers.sources import IMAGENETTE_VAL_URI, VOC_ANIMALS_URI, find_images
+from nbhelpers.cache import (
+    CACHE_ENV,
+    IMAGENETTE_VAL_URI,
+    VOC_ANIMALS_URI,
+    local_copy_of,
+    local_copy_path,
+    marker_path,
+)
+from nbhelpers.sources import find_images
 from tools import prefetch
 
 SYNSETS = ("n01440764", "n02102040", "n03000684")

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from nbhelpers.labels import IMAGENETTE_SYNSETS
-from nbhelpers.pipeline import prepare_image
+from nbhelpers.reading import prepare_image
 from nbhelpers.preprocess import CenterCrop
 from nbhelpers.sources import DataSourceError, find_images
 

@@ -38,15 +38,17 @@ from huggingface_hub import snapshot_download, try_to_load_from_cache
 from torchvision.models import ResNet152_Weights
 from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights
 
-from nbhelpers.cache import CACHE_ENV, dataset_cache_dir, local_copy_path, marker_path
-from nbhelpers.models import cached_weights_path
-from nbhelpers.sources import (
+from nbhelpers.cache import (
+    CACHE_ENV,
     IMAGENETTE_VAL_URI,
     VOC_ANIMALS_URI,
-    is_image_name,
-    pick_evenly,
-    s3_filesystem,
+    dataset_cache_dir,
+    local_copy_path,
+    marker_path,
 )
+from nbhelpers.models import cached_weights_path
+from nbhelpers.s3 import s3_filesystem
+from nbhelpers.sources import is_image_name, pick_evenly
 from nbhelpers.vit import VIT_MODEL_ID
 from nbhelpers.voc import annotation_path
 
@@ -157,7 +159,7 @@ def prefetch_dataset(
     """Copy the images of an ``s3://`` dataset (and VOC annotations) into the local cache.
 
     Args:
-        uri: the dataset, e.g. :data:`nbhelpers.sources.IMAGENETTE_VAL_URI`.
+        uri: the dataset, e.g. :data:`nbhelpers.cache.IMAGENETTE_VAL_URI`.
         num_images: copy at most this many images, spread evenly over the sorted
             keys so that every class folder is represented (``None``: all).
         threads: parallel downloads.
