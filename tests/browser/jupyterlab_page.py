@@ -62,6 +62,8 @@ NOTEBOOK_STATE_JS = """
       mime: o.getAttribute('data-mime-type') || '',
       classes: o.className,
       text: text(o),
+      // an output widget holding outputs of its own: its text is theirs
+      nested: o.querySelector('.jp-OutputArea-output') !== null,
     })),
     images: [...panel.querySelectorAll('.jp-OutputArea-output img')].map(img => ({
       src: img.getAttribute('src').slice(0, 30),

@@ -4,8 +4,9 @@ A copy of the notebook, with papermill's cell of offline parameters after its
 ``parameters`` cell, is opened in JupyterLab; Run > Run All Cells runs it with the
 project's kernel. Once the kernel is idle, the page must show no error, every code cell
 run, the progress bars drawn as bars (not log lines), and the plots as images. The
-whole page is saved as ``outputs/browser/<notebook>.png`` (and what the page showed at
-a failure as ``<notebook>.failed.png``), with what was measured in ``<notebook>.json``.
+whole page is saved as ``outputs/browser/<notebook>.png``, the window while a bar was
+still filling as ``<notebook>.running.png``, what the page showed at a failure as
+``<notebook>.failed.png``, and what was measured in ``<notebook>.json``.
 """
 
 from __future__ import annotations
@@ -59,39 +60,37 @@ def offline_copy(name: str, folder: Path, output_dir: Path) -> Path:
 
 
 class ProgressWatch:
-    """What the progress bars looked like while the notebook ran (polled about once a second)."""
+    """What the progress bars showed while the notebook ran (the page is polled about once a second)."""
 
     def __init__(self, page: NotebookPage, screenshot: Path):
         self.page, self.screenshot = page, screenshot
-        self.widths: list[str] = []
+        self.percents: set[int] = set()
         self.first_bar_s: float | None = None
         self.start = time.monotonic()
 
     def __call__(self, state: dict) -> None:
-        for bar in state.get("progressWidgets", []):
-            if self.first_bar_s is None:
-                self.first_bar_s = round(time.monotonic() - self.start, 1)
-            if bar["width"] and (not self.widths or self.widths[-1] != bar["width"]):
-                self.widths.append(bar["width"])
-                if bar["width"] not in ("0%", "100%") and not self.screenshot.exists():
-                    self.page.page.screenshot(path=str(self.screenshot))  # a bar mid-way
+        bars = progress_bars(state)
+        if bars and self.first_bar_s is None:
+            self.first_bar_s = round(time.monotonic() - self.start, 1)
+        for bar in bars:
+            percent = re.search(r"(\d{1,3})%", bar)
+            if percent:
+                self.percents.add(int(percent[1]))
+                if int(percent[1]) < 100 and not self.screenshot.exists():
+                    self.page.page.screenshot(path=str(self.screenshot))  # a bar not yet full
 
     @property
     def moved(self) -> bool:
         """Whether a bar was seen part-way (neither empty nor full) while the cells ran."""
-        return any(width not in ("0%", "100%") for width in self.widths)
+        return any(0 < percent < 100 for percent in self.percents)
 
 
 def progress_bars(state: dict) -> list[str]:
     """The progress bars on the page, each as its text: widgets, ``<progress>`` or text bars."""
-    bars = [
-        bar["text"] + (f" [{bar['width']}]" if bar["width"] else "")
-        for bar in state["progressWidgets"]
-    ]
+    bars = [f"{bar['text']} [{bar['width']}]" for bar in state["progressWidgets"]]
     for output in state["outputs"]:
-        for line in output["text"].splitlines():
-            if TEXT_BAR.search(line):
-                bars.append(line.strip())
+        if not output.get("nested"):
+            bars += [line.strip() for line in output["text"].splitlines() if TEXT_BAR.search(line)]
     return bars
 
 
@@ -139,7 +138,7 @@ def test_notebook_runs_in_jupyterlab(name, lab, browser, tmp_path):
     console_errors = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     notebook = NotebookPage(page, lab, copy.name)
-    watch = ProgressWatch(notebook, SCREENSHOTS / f"{name}.progress.png")
+    watch = ProgressWatch(notebook, SCREENSHOTS / f"{name}.running.png")
     try:
         start = time.monotonic()
         notebook.open()
@@ -161,7 +160,7 @@ def test_notebook_runs_in_jupyterlab(name, lab, browser, tmp_path):
             "prompts": state["prompts"],
             "stderr_lines_per_cell": stderr_lines(saved),
             "progress_bars": bars,
-            "progress_widths_seen_while_running": watch.widths,
+            "progress_percents_seen_while_running": sorted(watch.percents),
             "first_progress_bar_after_s": watch.first_bar_s,
             "progress_bar_moved": watch.moved,
             "plots": plots,
