@@ -1,15 +1,14 @@
 """Read one file and decode it into an RGB image the way a person sees the photo.
 
 Every failure becomes a :class:`DecodeError` whose message is a short reason
-(``"empty file (0 bytes)"``, ``"not an image: the file holds text"``,
-``"truncated image: ..."``, ``"unreadable file: broken symbolic link ..."``), so that
-one bad file never stops a job: the row keeps its path and says why it was not
-predicted. The part before the first ``:`` or ``(`` is the kind of failure, short
-and stable enough to count failures by.
+(``"empty file (0 bytes)"``, ``"truncated image: ..."``, ``"unreadable file: ..."``), so
+one bad file never stops a job: its row says why it was not predicted. The text
+before the first ``:`` or ``(`` is the kind of failure, stable enough to count by.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
@@ -24,20 +23,17 @@ from nbhelpers.sources import path_on_disk, printable_path
 
 # A truncated file must be reported, not silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
-# Pillow refuses images above twice this many pixels (about 14000 x 14000) as
-# decompression bombs; we report them as failed rows. Below that, large JPEGs are
-# decoded at a reduced scale (see ``decode_image``).
+# Pillow refuses images above twice this many pixels as decompression bombs: failed
+# rows. Below that, large JPEGs are decoded at a reduced scale (see ``decode_image``).
 Image.MAX_IMAGE_PIXELS = 100_000_000
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "La", "RGBa"}
 _REDUCIBLE_MODES = {"L", "LA", "La", "RGB", "RGBA", "RGBa", "CMYK", "YCbCr", "I", "F"}
 _ORIENTATION_TAG = 0x0112
-try:  # HEIC/HEIF photos from phones, when the optional plugin is installed
+with contextlib.suppress(ImportError):  # HEIC/HEIF photos, with the optional plugin
     from pillow_heif import register_heif_opener
-except ImportError:
-    pass
-else:
+
     register_heif_opener()
 
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
@@ -49,10 +45,9 @@ class DecodeError(Exception):
 
 
 def failure_kind(reason: str) -> str:
-    """The kind of a failure reason: its text before the first ``:`` or ``(``.
+    """The kind of a failure reason, its text before the first ``:`` or ``(``, to count by.
 
-    ``"truncated image: image file is truncated (75 bytes not processed)"`` ->
-    ``"truncated image"``; used to count failures by what went wrong.
+    ``"truncated image: image file is truncated (75 bytes not processed)"`` -> ``"truncated image"``.
     """
     cut = min((i for i in (reason.find(":"), reason.find("(")) if i > 0), default=len(reason))
     return reason[:cut].strip()
@@ -62,8 +57,7 @@ def read_bytes(path: str, filesystem: pafs.FileSystem | None = None) -> bytes:
     """The bytes of ``path``, from the local disk or from ``filesystem`` (S3).
 
     Raises:
-        DecodeError: ``"unreadable file: ..."`` saying why (missing, a directory, a
-            broken symbolic link, no permission, an S3 error).
+        DecodeError: ``"unreadable file: ..."``: missing, a directory, a broken link, ...
     """
     if filesystem is None:
         with _open_local(path) as file:
@@ -76,11 +70,8 @@ def read_bytes(path: str, filesystem: pafs.FileSystem | None = None) -> bytes:
 
 
 def _open_local(path: str) -> BinaryIO:
-    """Open a local file for reading, after checking that it is a regular file.
-
-    A FIFO named ``x.jpg`` would block ``open`` forever; a directory or a broken
-    link would raise an error that does not say what the file is.
-    """
+    """Open a local file for reading, once it is known to be a regular file: a FIFO named
+    ``x.jpg`` would block ``open`` forever, a broken link would give an unclear error."""
     path = path_on_disk(path)
     try:
         info = os.stat(path)
@@ -110,11 +101,9 @@ def decode_image(
 
     Args:
         data: the file's bytes.
-        min_side: when given, large images are decoded (JPEG) or shrunk (other
-            formats) by a whole factor that still keeps the shorter side at least
-            this long; a 12000 x 12000 JPEG then costs a few MB instead of 400.
-        min_long_side: when given, the reduction also keeps the longer side at
-            least this long (for preprocessing that bounds the longer side).
+        min_side: large images are decoded (JPEG) or shrunk by a whole factor that keeps
+            the shorter side at least this long: a 12000 x 12000 JPEG costs MBs, not 400.
+        min_long_side: the reduction also keeps the longer side at least this long.
 
     Returns:
         The RGB image; ``image.info["original_size"]`` is the (width, height) of the
@@ -135,11 +124,9 @@ def load_image(
     *,
     min_long_side: int | None = None,
 ) -> Image.Image:
-    """Read and decode one image file; raises :class:`DecodeError` with the reason.
+    """Read and decode one image file (see :func:`decode_image`); raises :class:`DecodeError`.
 
-    Local files are decoded straight from disk (a large file that is not an image
-    is never read whole); S3 objects are downloaded once, then decoded.
-    See :func:`decode_image` for ``min_side`` and ``min_long_side``.
+    Local files are decoded straight from disk (a large non-image is never read whole).
     """
     if filesystem is not None:
         return decode_image(read_bytes(path, filesystem), min_side, min_long_side=min_long_side)
@@ -155,8 +142,7 @@ def _decode(stream: BinaryIO, min_side: int | None, min_long_side: int | None) -
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(stream)
-            orientation = _orientation(image)
-            original_size = _swap_if_rotated(image.size, orientation)
+            original_size = _viewed_size(image)
             factor = _reduction_factor(image.size, min_side, min_long_side)
             if factor > 1 and image.format == "JPEG":
                 # The JPEG decoder can skip detail at 1/2, 1/4 or 1/8 scale.
@@ -210,17 +196,13 @@ def _reduce(image: Image.Image, factor: int) -> Image.Image:
     return reduced
 
 
-def _orientation(image: Image.Image) -> int:
-    """The EXIF orientation (1 to 8; 1 when absent or unreadable)."""
+def _viewed_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) as viewed: swapped when the EXIF orientation turns the image on its side."""
     try:
-        value = int(image.getexif().get(_ORIENTATION_TAG, 1))
+        orientation = int(image.getexif().get(_ORIENTATION_TAG, 1))
     except Exception:  # noqa: BLE001 - a broken EXIF block must not fail the image
-        return 1
-    return value if 1 <= value <= 8 else 1
-
-
-def _swap_if_rotated(size: tuple[int, int], orientation: int) -> tuple[int, int]:
-    width, height = size
+        orientation = 1
+    width, height = image.size
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
@@ -260,12 +242,8 @@ def _scale_to_8_bits(image: Image.Image) -> Image.Image:
         full_scale = 65535.0
     elif image.mode == "F" and top <= 1.0:
         full_scale = 1.0
-    elif top <= 255:
-        full_scale = 255.0
-    elif top <= 65535:
-        full_scale = 65535.0
-    else:
-        full_scale = top
+    else:  # the smallest usual bit depth that holds the brightest value
+        full_scale = next(scale for scale in (255.0, 65535.0, top) if top <= scale)
     scaled = np.rint(np.clip(values * (255.0 / full_scale), 0, 255)).astype(np.uint8)
     return Image.fromarray(scaled, "L")
 
@@ -288,10 +266,9 @@ def _unrecognised_reason(head: bytes) -> str:
         return "not an image: a video or other ISO media file"
     if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
         return "not an image: the file holds a web page or XML (a failed download?)"
-    if head.startswith(b"%PDF"):
-        return "not an image: the file is a PDF document"
-    if head.startswith(b"PK\x03\x04"):
-        return "not an image: the file is a ZIP archive"
+    for magic, what in ((b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive")):
+        if head.startswith(magic):
+            return f"not an image: the file is {what}"
     if _looks_like_text(head):
         return "not an image: the file holds text"
     return "not an image: format not recognised"
@@ -310,11 +287,10 @@ def _looks_like_text(head: bytes) -> bool:
 
 def _head(stream: BinaryIO) -> bytes:
     """The first bytes of ``stream`` (empty when it cannot be read again)."""
-    try:
+    with contextlib.suppress(OSError, ValueError):
         stream.seek(0)
         return stream.read(512)
-    except (OSError, ValueError):
-        return b""
+    return b""
 
 
 def _short(error: BaseException) -> str:
