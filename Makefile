@@ -61,6 +61,10 @@ else ifdef REBUILD
 	$$python -m venv $(VENV) && $(BIN)/python -m pip install --quiet --upgrade pip
 endif
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	@# jupyter-events asks for jsonschema's optional IRI check, rfc3987-syntax, which builds its
+	@# grammar parsers on import: 1.4 s of CPU in every process that imports Ray (each worker
+	@# too), for a check nothing here uses. jsonschema works without it.
+	$(BIN)/python -m pip uninstall --quiet --yes rfc3987-syntax
 	$(BIN)/python -m pip check
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "$(KERNEL_DISPLAY_NAME)" >/dev/null
 	touch $(READY)
