@@ -247,6 +247,17 @@ class NotebookPage:
         if tab.count():
             tab.first.click()
 
+    def scroll_to_output(self, text: str) -> None:
+        """Scroll the first output that shows ``text`` (its first 40 characters) into view."""
+        self.page.evaluate(
+            """text => {
+              const output = [...document.querySelectorAll('.jp-OutputArea-output')]
+                .find(o => (o.innerText || '').includes(text));
+              if (output) output.scrollIntoView({block: 'center'});
+            }""",
+            text[:40],
+        )
+
     def menu(self, *names: str) -> None:
         """Click through the menu bar, e.g. ``menu("Run", "Run All Cells")``."""
         self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(f"^{names[0]}$")).click()

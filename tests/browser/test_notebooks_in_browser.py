@@ -77,7 +77,8 @@ class ProgressWatch:
             if percent:
                 self.percents.add(int(percent[1]))
                 if int(percent[1]) < 100 and not self.screenshot.exists():
-                    self.page.page.screenshot(path=str(self.screenshot))  # a bar not yet full
+                    self.page.scroll_to_output(bar)  # a bar not yet full, in view
+                    self.page.page.screenshot(path=str(self.screenshot))
 
     @property
     def moved(self) -> bool:
