@@ -84,6 +84,7 @@ NOTEBOOK_STATE_JS = """
 """
 
 BUSY_PROMPT = "[*]:"
+QUIET_S = 3  # seconds without change after which a run is over
 
 
 def free_port() -> int:
@@ -266,27 +267,33 @@ class NotebookPage:
             item.first.click()
 
     def run_all(self, timeout_s: float, on_poll=None) -> float:
-        """Run > Run All Cells, then wait until no cell is running and the kernel is idle.
+        """Run > Run All Cells, then wait until no cell is running and the page is still.
 
         Returns the seconds it took. Execution stops at the first error, as in
-        JupyterLab; the remaining cells then keep an empty prompt.
+        JupyterLab; the remaining cells then keep an empty prompt. The kernel's status
+        alone does not tell: it reads "idle" whenever the kernel has answered a widget's
+        message, even while a cell still runs. So the run is over when no prompt shows
+        ``[*]``, the kernel is idle, and the page has not changed for a few seconds
+        (a cell whose input is collapsed shows no prompt, but its output moves).
         """
         start = time.monotonic()
         self.menu("Run", "Run All Cells")
         deadline = start + timeout_s
-        quiet_since = None
+        still_since, last_look = None, None
         while True:
-            state = self.state() or {"prompts": []}
+            state = self.state() or {"prompts": [], "outputs": []}
             if on_poll is not None:
                 on_poll(state)
             running = any(p == BUSY_PROMPT for p in state["prompts"])
             started = any(re.fullmatch(r"\[\d+\]:", p) for p in state["prompts"])
-            if started and not running and self.kernel_status() == "idle":
-                quiet_since = quiet_since or time.monotonic()
-                if time.monotonic() - quiet_since > 2:  # idle for a while: not between cells
-                    return time.monotonic() - start
+            look = (state["prompts"], [o["text"] for o in state["outputs"]])
+            if started and not running and look == last_look and self.kernel_status() == "idle":
+                still_since = still_since or time.monotonic()
+                if time.monotonic() - still_since >= QUIET_S:
+                    return time.monotonic() - start - QUIET_S
             else:
-                quiet_since = None
+                still_since = None
+            last_look = look
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"{self.path} still running after {timeout_s}s: prompts {state['prompts']}"
