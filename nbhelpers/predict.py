@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from contextlib import nullcontext
 
 import numpy as np
 import torch
-from PIL import Image
 
-from nbhelpers.models import ClassifierSpec, ImageClassifierSpec
+from nbhelpers.models import ClassifierSpec
 from nbhelpers.pipeline import decoded_rows
 
 
@@ -131,94 +129,3 @@ def rows_with_predictions(
     for key, values in predicted.items():
         out[key][ok] = values
     return out
-
-
-# Hugging Face image-classification pipelines (notebook 02) --------------------------
-
-
-def predictions_from_pipeline(
-    outputs: Sequence[Sequence[dict]], spec: ImageClassifierSpec
-) -> dict[str, np.ndarray]:
-    """Columns ``label_index``, ``label``, ``score``, ``margin`` from a pipeline's answers.
-
-    Args:
-        outputs: what ``classifier(images, top_k=2)`` returned: for each image, its
-            two best ``{"label", "score"}``, best first.
-        spec: from :func:`nbhelpers.models.image_classifier_spec`; ``label_index`` is
-            the label's ImageNet-1k index, -1 where the label is no ImageNet category.
-    """
-    if len(outputs) == 0:
-        return no_predictions()
-    class_ids = spec.class_ids()
-    labels = [answers[0]["label"] for answers in outputs]
-    scores = np.array([answers[0]["score"] for answers in outputs], dtype=np.float32)
-    runners_up = np.array(
-        [answers[1]["score"] if len(answers) > 1 else 0.0 for answers in outputs],
-        dtype=np.float32,
-    )
-    return {
-        "label_index": np.array(
-            [spec.imagenet_index[class_ids[label]] for label in labels], dtype=np.int64
-        ),
-        "label": np.array(labels, dtype=object),
-        "score": scores,
-        "margin": scores - runners_up,
-    }
-
-
-def classify_images(
-    classifier, images: Sequence[Image.Image], spec: ImageClassifierSpec
-) -> dict[str, np.ndarray]:
-    """Classify decoded images with the pipeline itself: its image processor resizes them.
-
-    One call for the whole list (``batch_size=len(images)``), the two best classes
-    of each image kept.
-    """
-    if len(images) == 0:
-        return no_predictions()
-    outputs = classifier(list(images), top_k=2, batch_size=len(images))
-    return predictions_from_pipeline(outputs, spec)
-
-
-def classify_images_rows(
-    classifier, batch: dict[str, np.ndarray], spec: ImageClassifierSpec
-) -> dict[str, np.ndarray]:
-    """:func:`classify_images` on the rows of a batch of decoded images; failed rows keep their error.
-
-    ``batch`` comes from :func:`nbhelpers.pipeline.prepare_batch` with
-    :class:`~nbhelpers.preprocess.KeepDecoded`: whole decoded images, resized here.
-    """
-    ok = decoded_rows(batch)
-    images = [Image.fromarray(np.asarray(image, dtype=np.uint8)) for image in batch["image"][ok]]
-    return rows_with_predictions(batch, ok, classify_images(classifier, images, spec))
-
-
-@torch.inference_mode()
-def classify_crops(
-    classifier, crops: np.ndarray, spec: ImageClassifierSpec
-) -> dict[str, np.ndarray]:
-    """Classify images already resized by the processor's steps (uint8): normalise, run the model.
-
-    ``crops`` come from :class:`~nbhelpers.preprocess.ProcessorResize`; the pipeline's
-    own model runs on them, in float32 like the pipeline, so the answers are the
-    pipeline's (:func:`classify_images`) to the last digits.
-    """
-    if len(crops) == 0:
-        return no_predictions()
-    model = classifier.model
-    pixels = to_model_input(crops, spec, classifier.device).to(model.dtype)
-    indices, scores, margins = top_two(model(pixel_values=pixels).logits)
-    return {
-        "label_index": np.array([spec.imagenet_index[i] for i in indices], dtype=np.int64),
-        "label": np.array([spec.labels[i] for i in indices], dtype=object),
-        "score": scores,
-        "margin": margins,
-    }
-
-
-def classify_crops_rows(
-    classifier, batch: dict[str, np.ndarray], spec: ImageClassifierSpec
-) -> dict[str, np.ndarray]:
-    """:func:`classify_crops` on the rows of a prepared batch; failed rows keep their error."""
-    ok = decoded_rows(batch)
-    return rows_with_predictions(batch, ok, classify_crops(classifier, batch["image"][ok], spec))

@@ -1,132 +1,129 @@
-"""Notebook 02 (Hugging Face ViT through transformers.pipeline): its helpers, and the notebook
-executed end to end, offline, on CPU."""
+"""Notebook 02 (a Hugging Face ViT through transformers.pipeline): nbhelpers.vit, the notebook's
+shape, and the notebook executed end to end, offline, on CPU.
+
+Three executions cover the parameters a user will try: the sample photos with the default
+batch size (larger than the 12 photos) and the exercises; a labelled folder whose broken
+files sort first, with ``batch_size=1``; and one image with more actors than CPUs.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
+import quirky_images as quirks
+from conftest import ROOT, copy_tree
+from PIL import Image
 from test_notebook_01 import check_contract  # tests/ is on sys.path (rootdir-relative imports)
+from transformers import pipeline
 
-from nbhelpers.labels import IMAGENETTE_SYNSETS
-from nbhelpers.models import (
-    WeightsUnavailableError,
-    build_image_classifier,
-    image_classifier_spec,
-    imagenet_categories,
-    imagenet_indices,
-    offline_vit_folder,
-)
-from nbhelpers.pipeline import prepare_image
-from nbhelpers.predict import classify_crops, classify_images
-from nbhelpers.preprocess import KeepDecoded
+from nbhelpers import vit
+from nbhelpers.decode import failure_kind
+from nbhelpers.labels import IMAGENETTE_SYNSETS, labels_from_paths
+from nbhelpers.models import WeightsUnavailableError
+from nbhelpers.reading import prepare_image
 
 NOTEBOOK = "02_vit_classification"
+NOTEBOOK_PATH = ROOT / "notebooks" / f"{NOTEBOOK}.ipynb"
 
 
-@pytest.mark.notebook
-def test_sample_photos_offline(run_notebook, tmp_path, sample_photos):
-    run = run_notebook(NOTEBOOK, tmp_path, pretrained=False, data_uri="sample")
-    check_contract(run, len(sample_photos))
-    summary, predictions = run.summary, run.predictions
-    assert summary["num_failed"] == 0
-    assert summary["accuracy"] is None  # the sample photos carry no labels
-    assert summary["parity"]["ok"] and summary["parity"]["checked"] == 10
-    assert predictions["label"].notna().all()
-    assert set(predictions["label"]) <= set(imagenet_categories())
-    assert (predictions["label_index"].between(0, 999)).all()
-    assert predictions["score"].between(0, 1).all()
-    # the tiny offline ViT answers decisively and differently for different photos
-    assert (predictions["margin"] > 0.01).all()
-    assert predictions["label"].nunique() >= 3
-    # both ways of running the image processor were timed, and agree with the single batch
-    variants = summary["variants"]
-    assert variants["separate_preprocessing_stage"]["images_per_second"] > 0
-    assert variants["processor_in_actor"]["images_per_second"] > 0
-    assert variants["processor_in_actor"]["parity"]["ok"]
-    assert summary["parameters"]["model_id"] == "google/vit-base-patch16-224"
-
-
-@pytest.mark.notebook
-def test_labelled_imagenette_folder(run_notebook, tmp_path, imagenette_folder):
-    run = run_notebook(
-        NOTEBOOK,
-        tmp_path,
-        pretrained=False,
-        data_uri=str(imagenette_folder),
-        batch_size=3,
-        compare_variants=False,
-    )
-    check_contract(run, 8)
-    predictions = run.predictions
-    truth = predictions["true_index"]
-    assert truth.notna().all()
-    assert set(truth) <= set(IMAGENETTE_SYNSETS.values())
-    expected = (predictions["true_index"] == predictions["label_index"]).mean()
-    assert run.summary["accuracy"] == pytest.approx(expected)
-    assert run.summary["parity"]["ok"]
-    assert run.summary["parameters"]["batch_size"] == 3
-    assert set(run.summary["variants"]) == {"separate_preprocessing_stage"}
+# --- nbhelpers.vit ------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def offline_classifier():
-    """The tiny offline ViT, loaded through transformers.pipeline, and its spec."""
-    classifier = build_image_classifier(str(offline_vit_folder()), "cpu")
-    return classifier, image_classifier_spec(classifier)
+    """The tiny offline ViT, loaded through transformers.pipeline as the notebook does."""
+    source = vit.model_source(pretrained=False)
+    with vit.model_loading(source):
+        return pipeline("image-classification", model=source, device="cpu")
 
 
-def test_separate_preprocessing_reproduces_the_pipeline(offline_classifier, sample_photos):
-    """uint8 crops from the processor's own resize, normalised later, give the pipeline's answers."""
-    from PIL import Image
-
-    classifier, spec = offline_classifier
+def test_the_read_stage_resize_gives_the_pipeline_its_own_pixels(offline_classifier, sample_photos):
+    """Resized in the read tasks or whole in the actor: the model sees the same pixels."""
     paths = [str(path) for path in sample_photos[:6]]
-    whole = [prepare_image(path, KeepDecoded(spec.preprocess.min_side), None) for path in paths]
-    crops = [prepare_image(path, spec.preprocess, None) for path in paths]
-    assert crops[0].image.shape == (224, 224, 3) and crops[0].image.dtype == np.uint8
-    by_pipeline = classify_images(classifier, [Image.fromarray(item.image) for item in whole], spec)
-    by_crops = classify_crops(classifier, np.stack([item.image for item in crops]), spec)
-    assert list(by_pipeline["label"]) == list(by_crops["label"])
-    assert np.abs(by_pipeline["score"] - by_crops["score"]).max() < 1e-4
-    assert list(by_pipeline["label_index"]) == list(by_crops["label_index"])
-    assert (by_crops["margin"] > 0.01).all()  # decisive: parity tests something
+    resize = vit.read_preprocessing(offline_classifier)
+    keep_whole = vit.read_preprocessing(offline_classifier, keep_whole=True)
+    crops = [prepare_image(path, resize, None).image for path in paths]
+    whole = [prepare_image(path, keep_whole, None).image for path in paths]
+    assert crops[0].shape == (224, 224, 3) and crops[0].dtype == np.uint8
+    assert any(image.shape != (224, 224, 3) for image in whole)
+    processor = offline_classifier.image_processor
+    pixels = [
+        processor(images=[Image.fromarray(image) for image in images], return_tensors="np")
+        for images in (crops, whole)
+    ]
+    np.testing.assert_array_equal(pixels[0]["pixel_values"], pixels[1]["pixel_values"])
+    answers = [
+        offline_classifier([Image.fromarray(image) for image in images], top_k=2, batch_size=6)
+        for images in (crops, whole)
+    ]
+    assert answers[0] == answers[1]
+    margins = [best["score"] - second["score"] for best, second in answers[0]]
+    assert min(margins) > 0.01  # decisive: the notebook's parity check tests something
 
 
 def test_offline_vit_is_the_same_in_every_process(offline_classifier, tmp_path):
     """A second build (another process, another node) gives the same weights."""
     import torch
 
-    classifier, _ = offline_classifier
-    rebuilt = build_image_classifier(str(offline_vit_folder(tmp_path)), "cpu")
-    for (name, mine), (_, theirs) in zip(
-        classifier.model.state_dict().items(), rebuilt.model.state_dict().items(), strict=True
-    ):
-        assert torch.equal(mine, theirs), name
+    rebuilt = pipeline("image-classification", model=str(vit.offline_vit_folder(tmp_path)))
+    mine, theirs = offline_classifier.model.state_dict(), rebuilt.model.state_dict()
+    assert mine.keys() == theirs.keys()
+    for name in mine:
+        assert torch.equal(mine[name], theirs[name]), name
 
 
 def test_imagenet_indices():
-    categories = imagenet_categories()
+    categories = vit.imagenet_categories()
     hub_style = [f"{name}, another name" if i % 3 else name for i, name in enumerate(categories)]
-    assert imagenet_indices(hub_style) == tuple(range(1000))
+    assert vit.imagenet_indices(hub_style) == tuple(range(1000))
     subset = ["tench, Tinca tinca", "golf ball", "Pizza", "not an imagenet class", "crane"]
-    assert imagenet_indices(subset) == (0, 574, 963, -1, 517)
+    assert vit.imagenet_indices(subset) == (0, 574, 963, -1, 517)
+
+
+def test_every_label_of_the_pipeline_has_its_imagenet_index(offline_classifier):
+    to_imagenet = vit.imagenet_index_by_label(offline_classifier)
+    categories = vit.imagenet_categories()
+    assert set(to_imagenet) == set(categories)
+    assert to_imagenet["tench"] == 0 and to_imagenet["golf ball"] == 574
+    assert to_imagenet["crane"] == categories.index("crane")  # two classes share the name
+
+
+def test_loading_hides_the_weights_bar_and_keeps_the_download_bars(offline_classifier):
+    import huggingface_hub.utils as hub_utils
+    from transformers.utils import logging as transformers_logging
+
+    before = transformers_logging.is_progress_bar_enabled()
+    with vit.model_loading("any"):
+        assert not transformers_logging.is_progress_bar_enabled()
+        assert hub_utils.are_progress_bars_disabled() == bool(
+            os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
+        )
+    assert transformers_logging.is_progress_bar_enabled() == before
 
 
 def test_missing_model_folder_says_what_to_do(tmp_path):
     with pytest.raises(WeightsUnavailableError, match="does not exist"):
-        build_image_classifier(str(tmp_path / "no-such-model"))
+        vit.model_source(pretrained=True, model_id=str(tmp_path / "no-such-model"))
+    assert vit.model_source(pretrained=True) == vit.VIT_MODEL_ID
+    assert Path(vit.model_source(pretrained=False)).is_dir()
 
 
 def test_offline_hub_without_cache_stops_with_a_clear_message(tmp_path):
     """HF_HUB_OFFLINE=1 and an empty cache: no silent fallback, a message naming the way out."""
     code = (
-        "from nbhelpers.models import build_image_classifier, WeightsUnavailableError\n"
+        "from transformers import pipeline\n"
+        "from nbhelpers import vit\n"
+        "from nbhelpers.models import WeightsUnavailableError\n"
         "try:\n"
-        "    build_image_classifier('google/vit-base-patch16-224')\n"
+        "    with vit.model_loading(vit.VIT_MODEL_ID):\n"
+        "        pipeline('image-classification', model=vit.VIT_MODEL_ID)\n"
         "except WeightsUnavailableError as error:\n"
         "    print(error)\n"
     )
@@ -136,4 +133,135 @@ def test_offline_hub_without_cache_stops_with_a_clear_message(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "HF_HUB_OFFLINE=1 is set" in result.stdout
-    assert "pretrained=False" in result.stdout
+    assert "pretrained=False" in result.stdout and "hf download" in result.stdout
+
+
+# --- the notebook as a lesson (no execution) -----------------------------------------
+
+
+def code_cells(notebook) -> list:
+    return [cell for cell in notebook.cells if cell.cell_type == "code"]
+
+
+def test_the_lesson_is_in_the_notebooks_own_cells():
+    notebook = nbformat.read(NOTEBOOK_PATH, as_version=4)
+    cells = code_cells(notebook)
+    code = "\n".join(cell.source for cell in cells)
+    for call in ["map_batches(", "ActorPoolStrategy(", "take_batch(", "write_parquet("]:
+        assert call in code, call
+    assert 'pipeline("image-classification"' in code and "max_restarts=0" in code
+    assert "concurrency=" not in code
+    long = {cell.id: len(cell.source.splitlines()) for cell in cells}
+    assert max(long.values()) <= 15, long
+    imports = next(cell for cell in cells if "from nbhelpers import" in cell.source)
+    assert len(imports.source.splitlines()) <= 12
+    names = re.search(r"from nbhelpers import (.+)", imports.source).group(1).split(", ")
+    assert len(names) <= 8 and code.count("nbhelpers") == 1
+    solutions = [cell for cell in cells if "solution" in cell.metadata.get("tags", [])]
+    assert len(solutions) >= 3
+    assert all(cell.metadata["jupyter"]["source_hidden"] for cell in solutions)
+    text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    assert "What you will learn" in text and "Exercises" in text and "README" in text
+    for api in ["map_batches", "take_batch", "write_parquet", "ActorPoolStrategy", "from_items"]:
+        assert re.search(rf"docs\.ray\.io/\S+{api}", text), api
+
+
+# --- the notebook, executed ----------------------------------------------------------
+
+
+ERROR_LINE = re.compile(r"\] E \d| ERROR |core_worker\.cc|Traceback")
+
+
+def check_quiet(executed: Path) -> None:
+    """No cell prints more than 5 lines to stderr (Ray Data's INFO lines aside), no error line."""
+    notebook = nbformat.read(executed, as_version=4)
+    for cell in code_cells(notebook):
+        stderr = [
+            line
+            for output in cell.outputs
+            if output.output_type == "stream" and output.name == "stderr"
+            for line in output.text.splitlines()
+            if " INFO " not in line
+        ]
+        assert len(stderr) <= 5, (cell.source[:80], stderr)
+        assert not any(ERROR_LINE.search(line) for line in stderr), stderr
+
+
+def stdout_of(executed: Path, fragment: str) -> str:
+    """What the first code cell whose source contains ``fragment`` printed."""
+    notebook = nbformat.read(executed, as_version=4)
+    cell = next(cell for cell in code_cells(notebook) if fragment in cell.source)
+    return "".join(o.text for o in cell.outputs if o.output_type == "stream")
+
+
+@pytest.mark.notebook
+def test_sample_photos_offline(run_notebook, tmp_path, sample_photos):
+    """The default batch size (16) is larger than the data (12 photos); the exercises run."""
+    run = run_notebook(NOTEBOOK, tmp_path, pretrained=False, data_uri="sample")
+    check_contract(run, len(sample_photos))
+    summary, predictions = run.summary, run.predictions
+    assert summary["num_failed"] == 0
+    assert summary["accuracy"] is None  # the sample photos carry no labels
+    assert summary["parity"] == {"checked": 8, "matching": 8, "ok": True}
+    assert summary["parameters"]["model_id"] == vit.VIT_MODEL_ID
+    assert summary["parameters"]["batch_size"] == 16 and "variants" not in summary
+    assert set(predictions["label"]) <= set(vit.imagenet_categories())
+    assert predictions["label_index"].between(0, 999).all()
+    assert predictions["score"].between(0, 1).all()
+    # the tiny offline ViT answers decisively and differently for different photos
+    assert (predictions["margin"] > 0.01).all() and predictions["label"].nunique() >= 3
+    check_quiet(run.executed)
+    # the exercises' solutions ran, and said what they should
+    exercise_1 = stdout_of(run.executed, "whole_answers")
+    assert "Same labels: True" in exercise_1 and "Largest score difference: 0.0" in exercise_1
+    assert re.search(r"batch_size=4: [\d.]+ images/s", stdout_of(run.executed, "batch_size=4"))
+    assert "2 model actor(s)" in stdout_of(run.executed, "num_actors=plan.num_actors + 1")
+
+
+@pytest.fixture()
+def broken_first_folder(tmp_path, imagenette_folder) -> tuple[Path, dict[str, str]]:
+    """The labelled folder, with an empty and a truncated file that sort before every photo."""
+    root = copy_tree(imagenette_folder, tmp_path / "val")
+    first = sorted(folder for folder in root.iterdir() if folder.is_dir())[0]
+    bad = {
+        quirks.write_empty(first / "000 empty.JPEG"): "empty file",
+        quirks.write_truncated_jpeg(first / "001 cut off.JPEG"): "truncated image",
+    }
+    return root, {str(path): kind for path, kind in bad.items()}
+
+
+@pytest.mark.notebook
+def test_labelled_folder_broken_files_first_batch_size_one(
+    run_notebook, tmp_path, broken_first_folder
+):
+    root, bad = broken_first_folder
+    run = run_notebook(
+        NOTEBOOK, tmp_path / "out", pretrained=False, data_uri=str(root), batch_size=1
+    )
+    check_contract(run, 8 + len(bad))
+    predictions = run.predictions.set_index("path")
+    reported = predictions.loc[sorted(bad), "error"]
+    assert {path: failure_kind(reason) for path, reason in reported.items()} == bad
+    good = predictions.drop(index=sorted(bad))
+    assert good["error"].isna().all() and good["label"].notna().all()
+    truth = labels_from_paths(list(good.index), vit.imagenet_categories())
+    assert set(truth) <= set(IMAGENETTE_SYNSETS.values())
+    expected = (np.array(truth) == good["label_index"].to_numpy()).mean()
+    assert run.summary["accuracy"] == pytest.approx(expected)
+    # the single batch skipped the broken files and took the 8 photos
+    assert run.summary["parity"] == {"checked": 8, "matching": 8, "ok": True}
+    assert run.summary["parameters"]["batch_size"] == 1
+    check_quiet(run.executed)
+
+
+@pytest.mark.notebook
+def test_one_image_with_more_actors_than_cpus(run_notebook, tmp_path):
+    run = run_notebook(
+        NOTEBOOK, tmp_path, pretrained=False, data_uri="sample", num_images=1, num_actors=3
+    )
+    check_contract(run, 1)
+    assert run.summary["parity"] == {"checked": 1, "matching": 1, "ok": True}
+    assert run.summary["resources"]["actors"] == 3
+    notes = " ".join(run.summary["resources"]["actor_pool"]["notes"])
+    assert "3 actors share" in notes
+    check_quiet(run.executed)
