@@ -1,4 +1,4 @@
-"""Evaluate predictions: accuracy, confusion matrix, and single-batch / scaled-up parity."""
+"""Evaluate predictions: accuracy, confusion matrix, mAP, and single-batch / scaled-up parity."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow.fs as pafs
 
+from nbhelpers import voc
+from nbhelpers.detection import as_boxes, as_list
 from nbhelpers.labels import labels_from_paths
 
 OTHER = "(other)"
@@ -135,7 +138,7 @@ def compare_detections(
     """Compare the single-image detections with the scaled-up ones, image by image.
 
     Both frames need ``path``, ``boxes``, ``labels`` and ``scores`` (see
-    :func:`nbhelpers.detect.detect_rows`). A detection has a counterpart when the
+    :func:`nbhelpers.detection.image_rows`). A detection has a counterpart when the
     other run found the same label with a box that overlaps it by at least
     ``iou_threshold`` (0.5, Pascal VOC's criterion for "the same object") and a
     score within ``score_tolerance``. Every detection scoring at least
@@ -149,8 +152,6 @@ def compare_detections(
         ``unmatched`` (confident detections without a counterpart), ``min_iou`` and
         ``max_score_difference`` over the detections that matched, and ``match``.
     """
-    from nbhelpers.detect import as_boxes, as_list
-
     scaled_by_path = scaled.set_index("path")
     confident_from = score_threshold + score_tolerance
     rows = []
@@ -181,29 +182,6 @@ def compare_detections(
     return pd.DataFrame(rows)
 
 
-def detections_table(predictions: pd.DataFrame) -> pd.DataFrame:
-    """One row per detection: ``path``, ``label``, ``score``, ``x1``, ``y1``, ``x2``, ``y2``.
-
-    ``predictions`` holds one row per image with list columns ``boxes``, ``labels``
-    and ``scores``; failed images contribute nothing.
-    """
-    from nbhelpers.detect import as_boxes, as_list
-
-    records = []
-    for row in predictions.itertuples():
-        boxes = as_boxes(row.boxes)
-        for box, label, score in zip(boxes, as_list(row.labels), as_list(row.scores), strict=True):
-            records.append((row.path, label, float(score), *map(float, box)))
-    columns = ["path", "label", "score", "x1", "y1", "x2", "y2"]
-    return pd.DataFrame.from_records(records, columns=columns)
-
-
-def detections_per_class(predictions: pd.DataFrame) -> pd.Series:
-    """How many detections each class got, most frequent first."""
-    table = detections_table(predictions)
-    return table["label"].value_counts().rename("detections").rename_axis("label")
-
-
 def evaluate_against_path_labels(
     predictions: pd.DataFrame, categories: Sequence[str]
 ) -> tuple[float | None, pd.DataFrame | None]:
@@ -224,3 +202,27 @@ def evaluate_against_path_labels(
     if top1 is None:
         return None, None
     return top1, confusion_matrix(true, predicted, categories)
+
+
+def evaluate_against_voc_annotations(
+    predictions: pd.DataFrame, filesystem: pafs.FileSystem | None, categories: Sequence[str]
+) -> tuple[voc.AnnotationSet, dict | None]:
+    """Mean average precision against the Pascal VOC annotations beside the images, if any.
+
+    Looks for ``Annotations/<name>.xml`` beside each image's ``JPEGImages/`` folder
+    (:func:`nbhelpers.voc.find_voc_annotations`), then scores the detections with
+    :func:`nbhelpers.voc.mean_average_precision`.
+
+    Args:
+        predictions: one row per image with ``path``, ``boxes`` (original-image
+            pixels), ``labels`` (COCO names), ``scores`` and ``error``.
+        filesystem: the images' pyarrow filesystem (``None``: local files).
+        categories: the detector's COCO category names by label index.
+
+    Returns:
+        ``(annotations found, evaluation)``; the evaluation is ``None`` when no
+        predicted image has an annotation.
+    """
+    annotations = voc.find_voc_annotations(predictions["path"].tolist(), filesystem)
+    evaluation = voc.mean_average_precision(predictions, annotations.annotations, categories)
+    return annotations, evaluation

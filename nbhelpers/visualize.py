@@ -9,9 +9,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
+import torch
+from matplotlib import font_manager
 from PIL import Image
+from torchvision.utils import draw_bounding_boxes
 
 from nbhelpers.decode import DecodeError, load_image
+from nbhelpers.detection import as_boxes, as_list, detections_table
 
 
 def load_for_display(
@@ -109,9 +113,6 @@ def draw_detections(
     Returns:
         A uint8 ``(H, W, 3)`` array, drawn with ``torchvision.utils.draw_bounding_boxes``.
     """
-    import torch
-    from torchvision.utils import draw_bounding_boxes
-
     pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)[:max_boxes]
     labels = list(labels)[: len(boxes)]
@@ -122,8 +123,6 @@ def draw_detections(
         if scores is not None
         else labels
     )
-    from matplotlib import font_manager
-
     colors = [label_color(label) for label in labels]
     drawn = draw_bounding_boxes(
         pixels,
@@ -153,8 +152,6 @@ def plot_detections(
     ``boxes`` (original-image pixels), ``labels``, ``scores`` and ``error``. The
     images are read again, small, and the boxes scaled to match.
     """
-    from nbhelpers.detect import as_boxes, as_list
-
     images, titles = [], []
     for row in predictions.head(limit).itertuples():
         name = str(row.path).rsplit("/", 1)[-1]
@@ -175,8 +172,6 @@ def plot_detection_summary(
     predictions: pd.DataFrame, score_threshold: float | None = None, top: int = 15
 ) -> plt.Figure:
     """Two plots: detections per class (the ``top`` most frequent) and the score distribution."""
-    from nbhelpers.evaluate import detections_table
-
     table = detections_table(predictions)
     figure, (by_class, by_score) = plt.subplots(1, 2, figsize=(11, 3.8))
     counts = table["label"].value_counts().head(top).iloc[::-1]

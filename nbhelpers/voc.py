@@ -17,32 +17,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
+import torch
 
 from nbhelpers.decode import DecodeError, read_bytes
+from nbhelpers.detection import as_boxes, as_list
 
 IMAGES_FOLDER = "JPEGImages"
 ANNOTATIONS_FOLDER = "Annotations"
 
-VOC_TO_COCO: dict[str, str] = {
+_SAME_NAMES = "bicycle bird boat bottle bus car cat chair cow dog horse person sheep train"
+VOC_TO_COCO: dict[str, str] = {name: name for name in _SAME_NAMES.split()} | {
     "aeroplane": "airplane",
-    "bicycle": "bicycle",
-    "bird": "bird",
-    "boat": "boat",
-    "bottle": "bottle",
-    "bus": "bus",
-    "car": "car",
-    "cat": "cat",
-    "chair": "chair",
-    "cow": "cow",
     "diningtable": "dining table",
-    "dog": "dog",
-    "horse": "horse",
     "motorbike": "motorcycle",
-    "person": "person",
     "pottedplant": "potted plant",
-    "sheep": "sheep",
     "sofa": "couch",
-    "train": "train",
     "tvmonitor": "tv",
 }
 """The 20 Pascal VOC classes and the names of the same classes among COCO's 80."""
@@ -202,6 +191,14 @@ def _existing_files(folders: set[str], filesystem: pafs.FileSystem | None) -> se
     return found
 
 
+def _read_annotation(xml: str, filesystem: pafs.FileSystem | None) -> VocAnnotation | str:
+    """The parsed annotation file, or why it could not be read."""
+    try:
+        return parse_voc_xml(read_bytes(xml, filesystem), source=xml)
+    except (DecodeError, AnnotationError) as error:
+        return str(error)
+
+
 def find_voc_annotations(
     image_paths: Sequence[str], filesystem: pafs.FileSystem | None = None, threads: int = 16
 ) -> AnnotationSet:
@@ -220,14 +217,9 @@ def find_voc_annotations(
     existing = _existing_files({posixpath.dirname(xml) for xml in wanted.values()}, filesystem)
     wanted = {image: xml for image, xml in wanted.items() if xml in existing}
 
-    def read(xml: str) -> VocAnnotation | str:
-        try:
-            return parse_voc_xml(read_bytes(xml, filesystem), source=xml)
-        except (DecodeError, AnnotationError) as error:
-            return str(error)
-
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        parsed = dict(zip(wanted, pool.map(read, wanted.values()), strict=True))
+        read = pool.map(_read_annotation, wanted.values(), [filesystem] * len(wanted))
+        parsed = dict(zip(wanted, read, strict=True))
     annotations = {image: a for image, a in parsed.items() if isinstance(a, VocAnnotation)}
     problems = {wanted[image]: a for image, a in parsed.items() if isinstance(a, str)}
     return AnnotationSet(annotations, len(image_paths), problems)
@@ -268,56 +260,38 @@ def mean_average_precision(
         ``per_class`` AP (IoU 0.5 to 0.95, classes with ground truth only) and
         ``images``; ``None`` when no predicted image has an annotation.
     """
-    import torch
-
-    from nbhelpers.detect import as_boxes, as_list
-
     classes = voc_evaluation_classes(categories)
-    preds, targets = [], []
-    for row in predictions.itertuples():
-        annotation = annotations.get(row.path)
-        if annotation is None or (row.error is not None and not pd.isna(row.error)):
-            continue
-        names, scores, boxes = as_list(row.labels), as_list(row.scores), as_boxes(row.boxes)
-        keep = [i for i, name in enumerate(names) if name in classes]
-        preds.append(
-            {
-                "boxes": torch.as_tensor(boxes[keep], dtype=torch.float32).reshape(-1, 4),
-                "scores": torch.tensor([scores[i] for i in keep], dtype=torch.float32),
-                "labels": torch.tensor([classes[names[i]] for i in keep], dtype=torch.int64),
-            }
-        )
-        objects = [o for o in annotation.objects if o.name in VOC_TO_COCO]
-        targets.append(
-            {
-                "boxes": torch.tensor([o.box for o in objects], dtype=torch.float32).reshape(-1, 4),
-                "labels": torch.tensor(
-                    [classes[coco_name(o.name)] for o in objects], dtype=torch.int64
-                ),
-                "iscrowd": torch.tensor([int(o.difficult) for o in objects], dtype=torch.int64),
-            }
-        )
-    if not targets:
+    if predictions.empty or not annotations:
+        return None
+    predicted = predictions[predictions["error"].isna() & predictions["path"].isin(annotations)]
+    if predicted.empty:
         return None
     from torchmetrics.detection import MeanAveragePrecision  # slow to import: only when needed
 
     metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True)
-    metric.update(preds, targets)
-    result = metric.compute()
+    for row in predicted.itertuples():
+        names, scores, boxes = as_list(row.labels), as_list(row.scores), as_boxes(row.boxes)
+        keep = [i for i, name in enumerate(names) if name in classes]
+        found = {
+            "boxes": torch.as_tensor(boxes[keep]).reshape(-1, 4),
+            "scores": torch.tensor([scores[i] for i in keep], dtype=torch.float32),
+            "labels": torch.tensor([classes[names[i]] for i in keep], dtype=torch.int64),
+        }
+        objects = [o for o in annotations[row.path].objects if o.name in VOC_TO_COCO]
+        truth = {
+            "boxes": torch.tensor([o.box for o in objects], dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor([classes[coco_name(o.name)] for o in objects]).long(),
+            "iscrowd": torch.tensor([int(o.difficult) for o in objects]).long(),
+        }
+        metric.update([found], [truth])
+    result = {key: value.numpy() for key, value in metric.compute().items()}
     names = {index: name for name, index in classes.items()}
     per_class = {
         names[int(label)]: round(float(ap), 4)
         for label, ap in zip(
-            np.atleast_1d(result["classes"].numpy()),
-            np.atleast_1d(result["map_per_class"].numpy()),
-            strict=True,
+            np.atleast_1d(result["classes"]), np.atleast_1d(result["map_per_class"]), strict=True
         )
         if int(label) in names and ap >= 0
     }
-    return {
-        "map": round(float(result["map"]), 4),
-        "map_50": round(float(result["map_50"]), 4),
-        "map_75": round(float(result["map_75"]), 4),
-        "per_class": per_class,
-        "images": len(targets),
-    }
+    rounded = {key: round(float(result[key]), 4) for key in ("map", "map_50", "map_75")}
+    return rounded | {"per_class": per_class, "images": len(predicted)}

@@ -1,28 +1,32 @@
-"""Unit tests of the detection stages: VOC annotations, class mapping, boxes, parity, mAP."""
+"""Unit tests of the detection stages: VOC annotations, class mapping, boxes, rows, parity, mAP."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
 from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights
 
-from nbhelpers.detect import (
+from nbhelpers.batches import predict_decoded
+from nbhelpers.detection import (
     OFFLINE_SCORE_THRESHOLD,
     PRETRAINED_SCORE_THRESHOLD,
+    ROW_SCHEMA,
     as_boxes,
     build_fasterrcnn,
     choose_score_threshold,
-    detect,
-    detect_rows,
+    detections_per_class,
     group_by_padded_size,
+    image_rows,
     scale_boxes,
 )
-from nbhelpers.evaluate import box_iou, compare_detections, detections_per_class
+from nbhelpers.evaluate import box_iou, compare_detections, evaluate_against_voc_annotations
 from nbhelpers.models import WeightsUnavailableError
-from nbhelpers.pipeline import prepare_batch
+from nbhelpers.reading import decode_batch, object_array
+from nbhelpers.results import read_predictions
 from nbhelpers.visualize import draw_detections
 from nbhelpers.voc import (
     VOC_TO_COCO,
@@ -35,7 +39,7 @@ from nbhelpers.voc import (
 )
 
 COCO = tuple(FasterRCNN_ResNet50_FPN_V2_Weights.DEFAULT.meta["categories"])
-CPU = torch.device("cpu")
+EMPTY = {"boxes": None, "labels": None, "scores": None}
 
 
 def voc_xml(objects: list[tuple[str, tuple[int, int, int, int], int]], size=(500, 375)) -> str:
@@ -162,6 +166,24 @@ def test_mean_average_precision_skips_failed_rows_and_needs_annotations():
     assert mean_average_precision(_predictions([]), {}, COCO) is None
 
 
+def test_evaluate_against_voc_annotations_finds_them_beside_the_images(tmp_path):
+    images, notes = tmp_path / "JPEGImages", tmp_path / "Annotations"
+    images.mkdir()
+    notes.mkdir()
+    (notes / "a.xml").write_text(voc_xml([("cat", (11, 21, 100, 200), 0)]))
+    predictions = _predictions(
+        [
+            (str(images / "a.jpg"), [[10, 20, 100, 200]], ["cat"], [0.95]),
+            (str(images / "b.jpg"), [], [], []),  # no annotation: not evaluated
+        ]
+    )
+    annotations, evaluation = evaluate_against_voc_annotations(predictions, None, COCO)
+    assert list(annotations.annotations) == [str(images / "a.jpg")]
+    assert evaluation["images"] == 1 and evaluation["map_50"] == pytest.approx(1.0)
+    annotations, evaluation = evaluate_against_voc_annotations(predictions[1:], None, COCO)
+    assert evaluation is None and not annotations.annotations
+
+
 # --- boxes, grouping, detection ----------------------------------------------------------
 
 
@@ -218,46 +240,107 @@ def _photos(sample_photos, count):
     ]
 
 
-def test_detections_do_not_depend_on_the_other_images_of_the_batch(offline_detector, sample_photos):
+def detect(model, images, spec) -> dict[str, list]:
+    """What notebook 03's ``detect`` does: one model call per group of equal padded size."""
+    outputs = [None] * len(images)
+    for group in group_by_padded_size(images, spec):
+        tensors = [torch.tensor(images[i]).permute(2, 0, 1) / 255 for i in group]
+        with torch.inference_mode():
+            for i, output in zip(group, model(tensors), strict=True):
+                outputs[i] = {key: value.tolist() for key, value in output.items()}
+    return {
+        "boxes": [output["boxes"] for output in outputs],
+        "labels": [[spec.categories[i] for i in output["labels"]] for output in outputs],
+        "scores": [output["scores"] for output in outputs],
+    }
+
+
+def test_grouped_calls_give_an_image_the_same_detections_in_any_batch(
+    offline_detector, sample_photos
+):
     model, spec = offline_detector
     photo, other = _photos(sample_photos, 2)
     tall = np.ascontiguousarray(other.transpose(1, 0, 2))  # another padded size
-    alone = detect(model, [photo], spec, CPU)[0]
-    together = detect(model, [tall, photo, photo[:, ::-1]], spec, CPU)[1]
-    assert len(alone["scores"]) > 0, "the offline detector should find something"
-    assert (alone["scores"] >= spec.score_threshold).all()
-    assert list(alone["labels"]) == list(together["labels"])
-    np.testing.assert_allclose(alone["boxes"], together["boxes"], atol=0.05)
-    np.testing.assert_allclose(alone["scores"], together["scores"], atol=1e-4)
+    alone = detect(model, [photo], spec)
+    mirrored = np.ascontiguousarray(photo[:, ::-1])
+    together = detect(model, [tall, photo, mirrored], spec)
+    assert len(alone["scores"][0]) > 0, "the offline detector should find something"
+    assert min(alone["scores"][0]) >= spec.score_threshold
+    assert alone["labels"][0] == together["labels"][1]
+    np.testing.assert_allclose(alone["boxes"][0], together["boxes"][1], atol=0.05)
+    np.testing.assert_allclose(alone["scores"][0], together["scores"][1], atol=1e-4)
 
 
-def test_detect_rows_keeps_failed_rows_and_reports_boxes_in_original_pixels(
-    offline_detector, sample_photos, tmp_path
+@pytest.fixture(scope="module")
+def decoded_batch(offline_detector, sample_photos, tmp_path_factory):
+    """A read-stage batch: a large photo (shrunk before batching) and an empty file."""
+    _, spec = offline_detector
+    folder = tmp_path_factory.mktemp("photos")
+    Image.open(sample_photos[0]).convert("RGB").resize((1000, 700)).save(folder / "big.png")
+    (folder / "empty.jpg").write_bytes(b"")
+    paths = np.array([str(folder / "big.png"), str(folder / "empty.jpg")], dtype=object)
+    return decode_batch({"path": paths}, spec.preprocess, None)
+
+
+def test_image_rows_keep_failed_rows_and_give_boxes_in_original_pixels(
+    offline_detector, decoded_batch
 ):
     model, spec = offline_detector
-    big = tmp_path / "big.png"
-    Image.open(sample_photos[0]).convert("RGB").resize((1000, 700)).save(big)
-    empty = tmp_path / "empty.jpg"
-    empty.write_bytes(b"")
-    paths = np.array([str(big), str(empty)], dtype=object)
-    batch = prepare_batch({"path": paths}, spec.preprocess, None)
-    assert batch["image"][0].shape[:2] == (224, 320)  # shrunk before batching
-    out = detect_rows(model, batch, spec, CPU)
-    assert list(out["width"]) == [1000, 0] and list(out["height"]) == [700, 0]
-    assert out["num_detections"][1] == -1 and out["boxes"][1] is None
-    assert "empty file" in out["error"][1] and out["error"][0] is None
-    boxes = as_boxes(out["boxes"][0])
-    assert len(boxes) == out["num_detections"][0] > 0
+    assert decoded_batch["image"][0].shape[:2] == (224, 320)  # shrunk before batching
+    found = predict_decoded(decoded_batch, lambda images: detect(model, images, spec), EMPTY)
+    rows = image_rows(decoded_batch, found)
+    assert rows.schema == ROW_SCHEMA
+    out = rows.to_pylist()
+    assert [(row["width"], row["height"]) for row in out] == [(1000, 700), (0, 0)]
+    assert out[1]["num_detections"] == -1 and out[1]["boxes"] is None
+    assert "empty file" in out[1]["error"] and out[0]["error"] is None
+    boxes = as_boxes(out[0]["boxes"])
+    assert len(boxes) == out[0]["num_detections"] == len(out[0]["labels"]) > 0
     assert (boxes[:, 2] <= 1000).all() and (boxes[:, 3] <= 700).all() and (boxes >= 0).all()
     assert boxes[:, 2].max() > 320, "boxes should be in original pixels, not the shrunk array's"
-    assert all(label in COCO for label in out["labels"][0])
+    assert all(label in COCO for label in out[0]["labels"])
+    # The single batch, without predict_decoded: the same row for the photo that decoded.
+    alone = image_rows(
+        {key: value[:1] for key, value in decoded_batch.items()},
+        detect(model, decoded_batch["image"][:1], spec),
+    )
+    assert alone.drop_columns(["node_id"]).to_pylist()[0] == {
+        key: value for key, value in out[0].items() if key != "node_id"
+    }
 
-    frame = pd.DataFrame(out)
-    frame.to_parquet(tmp_path / "p.parquet")
-    back = pd.read_parquet(tmp_path / "p.parquet")
-    np.testing.assert_allclose(as_boxes(back["boxes"][0]), boxes)
-    assert as_boxes(back["boxes"][1]).shape == (0, 4)
-    assert detections_per_class(back).sum() == out["num_detections"][0]
+
+def test_rows_of_failed_images_and_of_images_without_boxes_read_back_with_the_rest(tmp_path):
+    """Blocks holding only a failed image, or only images without detections, are written by
+    Ray as separate Parquet files; all of them must share the schema and read back together."""
+    batch = {
+        "path": np.array(["bad.jpg", "blank.jpg", "a.jpg"], dtype=object),
+        "image": object_array(
+            [np.zeros((1, 1, 3), np.uint8)] + [np.zeros((10, 20, 3), np.uint8)] * 2
+        ),
+        "width": np.array([0, 40, 40], dtype=np.int32),
+        "height": np.array([0, 20, 20], dtype=np.int32),
+        "error": np.array(["empty file (0 bytes)", None, None], dtype=object),
+    }
+    found = {
+        "boxes": [None, [], [[1.0, 2.0, 3.0, 4.0]]],
+        "labels": [None, [], ["cat"]],
+        "scores": [None, [], [0.9]],
+    }
+    for i in range(3):  # one file per block, as Ray Data writes them
+        block = {key: value[i : i + 1] for key, value in batch.items()}
+        rows = image_rows(block, {key: value[i : i + 1] for key, value in found.items()})
+        pq.write_table(rows, tmp_path / f"{i}.parquet")
+    paths = ["bad.jpg", "blank.jpg", "a.jpg"]
+    for frame in (
+        read_predictions(tmp_path, paths),
+        pd.read_parquet(tmp_path).sort_values("path", key=lambda p: p.map(paths.index)),
+    ):
+        assert list(frame["path"]) == paths
+        assert frame["boxes"].iloc[0] is None and frame["labels"].iloc[0] is None
+        assert [as_boxes(cell).shape for cell in frame["boxes"]] == [(0, 4), (0, 4), (1, 4)]
+        np.testing.assert_allclose(as_boxes(frame["boxes"].iloc[2]), [[2, 4, 6, 8]])
+        assert list(frame["num_detections"]) == [-1, 0, 1]
+        assert detections_per_class(frame).to_dict() == {"cat": 1}
 
 
 # --- parity and drawing ------------------------------------------------------------------
@@ -310,23 +393,3 @@ def test_draw_detections_draws_boxes_and_leaves_images_without_boxes_alone():
     assert (drawn != 255).any()
     unchanged = draw_detections(image, np.zeros((0, 4)), [], [])
     np.testing.assert_array_equal(unchanged, image)
-
-
-def test_blocks_with_a_failed_image_join_without_tensor_casting():
-    """One block holds only a failed image (null boxes), another real boxes: both come back."""
-    import pyarrow as pa
-
-    from nbhelpers.pipeline import _to_pandas
-
-    failed = pa.table({"path": ["bad.jpg"], "boxes": [None], "error": ["empty file (0 bytes)"]})
-    good = pa.table(
-        {
-            "path": ["a.jpg", "b.jpg"],
-            "boxes": [[[1.0, 2.0, 3.0, 4.0]], [[0.0, 0.0, 5.0, 5.0], [1.0, 1.0, 2.0, 2.0]]],
-            "error": [None, None],
-        }
-    )
-    frame = _to_pandas([failed, good])
-    assert list(frame["path"]) == ["bad.jpg", "a.jpg", "b.jpg"]
-    assert frame["boxes"][0] is None
-    assert [as_boxes(cell).shape for cell in frame["boxes"]] == [(0, 4), (1, 4), (2, 4)]
