@@ -122,17 +122,17 @@ def test_prefetch_command_reports_what_failed(s3_env, capsys):
     assert "no-such-bucket" in capsys.readouterr().err
 
 
-def save_seeded_resnet152(torch_home: Path) -> Path:
-    """Seeded random ResNet152 weights under the file name torchvision downloads to."""
+def save_seeded_resnets(torch_home: Path) -> None:
+    """Seeded random ResNet152 (and exercise 3's ResNet18) weights where torchvision downloads them."""
     import torch
-    from torchvision.models import ResNet152_Weights, resnet152
+    from torchvision.models import ResNet18_Weights, ResNet152_Weights, resnet18, resnet152
 
     from nbhelpers.models import offline_resnet
 
-    path = torch_home / "hub" / "checkpoints" / Path(ResNet152_Weights.DEFAULT.url).name
-    path.parent.mkdir(parents=True)
-    torch.save(offline_resnet(resnet152).state_dict(), path)
-    return path
+    for weights, builder in ((ResNet152_Weights, resnet152), (ResNet18_Weights, resnet18)):
+        path = torch_home / "hub" / "checkpoints" / Path(weights.DEFAULT.url).name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(offline_resnet(builder).state_dict(), path)
 
 
 @pytest.mark.notebook
@@ -141,7 +141,7 @@ def test_pretrained_defaults_run_offline_after_prefetch(
 ):
     prefetch.prefetch_dataset(IMAGENETTE_VAL_URI, progress=False)
     torch_home = tmp_path / "torch"
-    save_seeded_resnet152(torch_home)
+    save_seeded_resnets(torch_home)
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
     assert prefetch.weights_are_cached(prefetch.torchvision_weights()[0])
     datasets_on_s3.stop()  # from here on, no S3 at all

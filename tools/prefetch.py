@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 import torch
 from huggingface_hub import snapshot_download, try_to_load_from_cache
-from torchvision.models import ResNet152_Weights
+from torchvision.models import ResNet18_Weights, ResNet152_Weights
 from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights
 
 from nbhelpers.cache import (
@@ -58,8 +58,12 @@ class PrefetchError(RuntimeError):
 
 
 def torchvision_weights() -> list:
-    """The torchvision weights the notebooks load with ``pretrained=True``."""
-    return [ResNet152_Weights.DEFAULT, FasterRCNN_ResNet50_FPN_V2_Weights.DEFAULT]
+    """The torchvision weights the notebooks (and notebook 01's exercise 3) load with ``pretrained=True``."""
+    return [
+        ResNet152_Weights.DEFAULT,
+        FasterRCNN_ResNet50_FPN_V2_Weights.DEFAULT,
+        ResNet18_Weights.DEFAULT,
+    ]
 
 
 def weights_are_cached(weights) -> bool:
