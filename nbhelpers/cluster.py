@@ -239,11 +239,6 @@ def _cpus_left_on_each_node(
     return max(left, min(resources.node_cpus) / 4)
 
 
-def default_batch_size(plan: ActorPoolPlan, gpu: int = 64, cpu: int = 16) -> int:
-    """Rows per model call: large on a GPU, smaller on CPU to keep memory and latency low."""
-    return gpu if plan.use_gpu else cpu
-
-
 def _runtime_env(remote: bool) -> dict:
     """The settings every worker needs; on a remote cluster, also the ``nbhelpers`` package.
 

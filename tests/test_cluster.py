@@ -88,10 +88,10 @@ def test_an_actor_larger_than_a_node_is_capped_with_a_note():
 
 
 def test_small_datasets_are_split_so_that_every_actor_gets_work():
-    from nbhelpers.pipeline import choose_rows_per_block
+    from nbhelpers.reading import rows_per_block
 
-    assert choose_rows_per_block(12, num_actors=2) == 3  # 4 blocks: 2 for each actor
-    assert choose_rows_per_block(8, num_actors=2) == 2
-    assert choose_rows_per_block(12, num_actors=1) == 12  # one actor: one full block
-    assert choose_rows_per_block(1, num_actors=16) == 1
-    assert choose_rows_per_block(10_000, num_actors=4) == 16  # large datasets: full blocks
+    assert rows_per_block(12, num_actors=2) == 3  # 4 blocks: 2 for each actor
+    assert rows_per_block(8, num_actors=2) == 2
+    assert rows_per_block(12, num_actors=1) == 12  # one actor: one full block
+    assert rows_per_block(1, num_actors=16) == 1
+    assert rows_per_block(10_000, num_actors=4) == 16  # large datasets: full blocks

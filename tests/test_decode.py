@@ -174,7 +174,7 @@ def test_prepare_batch_keeps_every_row(tmp_path):
 
 PEAK_MEMORY_SCRIPT = """
 import resource, sys
-from nbhelpers.pipeline import prepare_image
+from nbhelpers.reading import prepare_image
 from nbhelpers.preprocess import CenterCrop
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 item = prepare_image(sys.argv[1], CenterCrop(), None)
