@@ -177,10 +177,12 @@ class Lab:
 
     def shut_down_kernels(self) -> None:
         """Shut every kernel down through JupyterLab (each stops the Ray it started)."""
-        for session in self.request("/api/sessions"):
-            self.request(f"/api/sessions/{session['id']}", "DELETE")
-        for kernel in self.request("/api/kernels"):
-            self.request(f"/api/kernels/{kernel['id']}", "DELETE")
+        paths = [f"/api/sessions/{s['id']}" for s in self.request("/api/sessions")]
+        for path in paths + [f"/api/kernels/{k['id']}" for k in self.request("/api/kernels")]:
+            try:
+                self.request(path, "DELETE")
+            except urllib.error.HTTPError:
+                pass  # gone already (its session's kernel, or a kernel that died)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -301,16 +303,26 @@ class NotebookPage:
             time.sleep(1)
 
     def save(self) -> dict:
-        """File > Save Notebook; returns the notebook as saved by the browser."""
-        before = self.lab.request(f"/api/contents/{urllib.parse.quote(self.path)}?content=0")
+        """File > Save Notebook; returns the notebook as saved by the browser.
+
+        The server writes the file in place: read half-way, it is "Unreadable" (HTTP 400),
+        so it is read again until the page shows the notebook saved and the file parses.
+        """
+        url = f"/api/contents/{urllib.parse.quote(self.path)}"
+        before = self.lab.request(f"{url}?content=0")["last_modified"]
         self.menu("File", "Save Notebook")
-        deadline = time.monotonic() + 30
+        dirty = self.page.locator(".lm-DockPanel .lm-TabBar-tab.lm-mod-current.jp-mod-dirty")
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            quoted = urllib.parse.quote(self.path)
-            now = self.lab.request(f"/api/contents/{quoted}?content=0")
-            if now["last_modified"] != before["last_modified"]:
-                return self.lab.request(f"/api/contents/{quoted}")["content"]
             time.sleep(0.5)
+            if dirty.count():
+                continue
+            try:
+                if self.lab.request(f"{url}?content=0")["last_modified"] != before:
+                    return self.lab.request(url)["content"]
+            except urllib.error.HTTPError as error:
+                if error.code != 400:
+                    raise
         raise AssertionError(f"{self.path} was not saved")
 
     def screenshot(self, path: Path, max_height: int = 16000) -> None:

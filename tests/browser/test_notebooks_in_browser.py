@@ -3,7 +3,8 @@
 A copy of the notebook, with papermill's cell of offline parameters after its
 ``parameters`` cell, is opened in JupyterLab; Run > Run All Cells runs it with the
 project's kernel. Once the kernel is idle, the page must show no error, every code cell
-run, the progress bars drawn as bars (not log lines), and the plots as images. The
+run, the progress bars drawn as bars (not log lines), the plots as images, and no
+error-level log line. The
 whole page is saved as ``outputs/browser/<notebook>.png``, the window while a bar was
 still filling as ``<notebook>.running.png``, what the page showed at a failure as
 ``<notebook>.failed.png``, and what was measured in ``<notebook>.json``.
@@ -35,6 +36,10 @@ VIEWPORT = {"width": 1280, "height": 900}
 
 # A progress bar drawn in text: tqdm's ``42%|████      |`` or rich's ``━━━━``.
 TEXT_BAR = re.compile(r"\d{1,3}%\s*\|[^|\n]{3,}\||━{4,}")
+# Ray Data's progress written as log lines (what it does when it thinks nobody watches).
+PROGRESS_LOG = "logging_progress.py"
+# An error-level log line: Python's logging (``ERROR``), or Ray's C++ core (``[<time> E <pid> <tid>]``).
+ERROR_LOG = re.compile(r"\sERROR\s|\[[\d:,. -]+ E \d+ \d+\]")
 
 
 def offline_copy(name: str, folder: Path, output_dir: Path) -> Path:
@@ -181,16 +186,22 @@ def test_notebook_runs_in_jupyterlab(name, lab, browser, tmp_path):
         ]
         assert not not_run, f"code cells not run: {not_run} (prompts {state['prompts']})"
         assert plots, "no plot (image/png output) rendered"
-        ray_logs = [o["text"][:300] for o in state["outputs"] if "logging_progress.py" in o["text"]]
-        assert bars, (
-            f"no progress bar rendered; Ray Data's progress came as log lines: {ray_logs[:2]}"
-        )
+        progress_logs = [o["text"][:300] for o in state["outputs"] if PROGRESS_LOG in o["text"]]
+        assert bars, f"no progress bar rendered; Ray Data logged its progress: {progress_logs[:2]}"
         assert any("100%" in bar for bar in bars), f"no progress bar reached 100%: {bars}"
+        assert not progress_logs, f"Ray Data logged its progress as well: {progress_logs[:2]}"
+        error_lines = [
+            line
+            for o in state["outputs"]
+            for line in o["text"].splitlines()
+            if ERROR_LOG.search(line)
+        ]
+        assert not error_lines, f"error-level log lines in a healthy run: {error_lines[:5]}"
     except BaseException:
         try:
             page.screenshot(path=str(SCREENSHOTS / f"{name}.failed.png"), full_page=True)
-        except Exception:  # noqa: BLE001 - the failure itself matters more than its picture
-            pass
+        except Exception:
+            pass  # the failure itself matters more than its picture
         raise
     finally:
         lab.shut_down_kernels()  # each kernel stops the Ray it started
