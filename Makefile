@@ -83,7 +83,7 @@ CHROMIUM ?= /usr/bin/chromium
 test-browser: $(READY)  ## each notebook run in JupyterLab in headless Chromium; screenshots in outputs/browser
 	@test -x $(CHROMIUM) || { echo "Installing Debian's chromium (apt-get)."; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium'; }
-	@$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/python -m pip install --quiet $(if $(wildcard constraints.txt),-c constraints.txt) "playwright>=1.45"
+	@$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/python -m pip install --quiet -c constraints.txt -e ".[browser]"
 	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest tests/browser
 
 doctor:  ## what this machine needs, checked in seconds without network (works before setup too)
@@ -98,11 +98,11 @@ prefetch: $(READY)  ## download weights and datasets once, for runs without netw
 lock: $(READY)  ## rewrite constraints.txt with the newest versions that fit; then `make setup test`
 	$(BIN)/python -m tools.lock
 
-bench: $(READY)  ## images/s of the notebooks' pipeline vs the tutorial, a DataLoader, the model alone
-	$(BIN)/python benchmarks/bench.py $(ARGS)
+bench: $(READY)  ## notebook 01's pipeline vs the tutorial, tuned DataLoaders, the model alone: start-up, images/s, crossover
+	$(BIN)/python -m benchmarks.bench $(ARGS)
 
-bench-vit: $(READY)  ## notebook 02's two ways to place the image processor, timed (ARGS="--num-images 64")
-	$(BIN)/python benchmarks/vit_variants.py $(ARGS)
+bench-vit: $(READY)  ## notebook 02's two places for the ViT's image processor, timed (ARGS="--num-images 128")
+	$(BIN)/python -m benchmarks.bench --pipelines vit_resize_in_read,vit_processor_in_actor --num-images 64 $(ARGS)
 
 LAB_ARGS ?=
 lab: $(READY)  ## JupyterLab at the project's root: notebooks/ and outputs/ (LAB_ARGS="--port 8890 --no-browser")

@@ -1,805 +1,455 @@
-"""Throughput benchmark: the notebooks' pipeline against the tutorial, a DataLoader and the model alone.
+"""Time the notebooks' pipeline against the Ray tutorial, a tuned DataLoader and the model alone.
 
-Four pipelines run on the same JPEGs with the same model, each in a fresh process:
+    make bench          # notebook 01 (ResNet152) on 200 JPEGs against the baselines
+    make bench-vit      # notebook 02: the ViT's image processor in the read tasks or the actor
+    .venv/bin/python -m benchmarks.bench --num-images 32 --no-crossover    # a quick try
 
-- ``tutorial``: the Ray tutorial's pipeline: ``ray.data.read_images``, a row-by-row
-  ``map`` producing float32 tensors (the original image carried along), the model in
-  an actor pool, the original image dropped only at the end;
-- ``collection``: exactly what the notebooks run: ``read_images_safely`` +
-  ``predict_with_actors`` + ``classify_rows`` (``detect_rows`` for Faster R-CNN);
-- ``dataloader``: a plain PyTorch ``DataLoader`` with worker processes;
-- ``model_only``: forward passes alone on batches already in memory: the ceiling.
+Each pipeline of :mod:`benchmarks.pipelines` runs in a fresh Python process on the same
+JPEGs (500x375, cut from the sample photos), with seeded random weights (nothing is
+downloaded) and the notebooks' batch size. The DataLoader runs with each ``num_workers``
+from 0 to the number of CPUs; the best steady rate is "the tuned DataLoader".
 
-For each: images/s end to end (start-up included: Ray, the model, the workers) and in
-steady state (the first batches excluded), and the peak memory of the driver and its
-workers (resident set, sampled) and of Ray's object store. ``collection`` also runs on
-four times the images, to show that its memory does not grow with the data.
+- End to end: from the start of the process (Python and the imports included) to the
+  last prediction. First batch: when the first batch's predictions were ready.
+- Steady: :func:`steady_images_per_second`, the project's one definition.
+- Start-up: end to end minus images / steady rate, the fixed cost. Start-up plus images /
+  steady rate predicts a run of any size, hence the number of images from which the
+  collection is faster than the tuned DataLoader end to end (:func:`crossover`), checked
+  with one run of both near it.
+- The start-up breakdown (:data:`PHASES`): timestamps from the driver and the model
+  actor, and the first read task from Ray's task timeline.
+- Memory: the peak resident memory of the pipeline's processes, and the peak growth of
+  the machine's shared memory, where Ray's object store lives.
 
-    make bench
-    .venv/bin/python benchmarks/bench.py --model resnet152 --num-images 400 --batch-size 32
-    .venv/bin/python benchmarks/bench.py --device cuda --autocast bf16 --channels-last
-
-Prints a table and writes ``benchmarks/results/latest.json`` (the four pipelines'
-figures) and ``benchmarks/results/latest_details.json`` (ratios, machine, settings,
-every run).
+Prints the tables and writes ``benchmarks/results/latest.json`` (``vit.json`` for the
+ViT pipelines alone); each run's output is kept in ``outputs/benchmarks/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "results"
-IMAGE_CACHE = ROOT / ".cache" / "benchmark_images"
+from benchmarks.pipelines import ROOT, RUNNERS
+
+RESULTS = ROOT / "benchmarks" / "results"
+IMAGES = ROOT / ".cache" / "benchmark_images" / "500x375"
+VIT_BASE = ROOT / ".cache" / "vit-base-random"
 LOGS = ROOT / "outputs" / "benchmarks"
-"""Each run's output (Ray's and the progress bars), kept for when a run fails."""
-PIPELINES = ("tutorial", "collection", "dataloader", "model_only")
-WARMUP_BATCHES = 2
-"""Batches left out of the steady-state figure: lazy set-up makes the first ones slow."""
-RAY_DAEMONS = ("gcs_server", "raylet", "dashboard", "monitor.py", "runtime_env", "log_monitor")
-"""Command-line fragments of Ray's own processes, counted apart from the driver and workers."""
+PIPELINES = ("collection", "tutorial", "dataloader", "model_only")
+VIT_PIPELINES = ("vit_resize_in_read", "vit_processor_in_actor")
 
 
-# --------------------------------------------------------------------------- the images
+# --------------------------------------------------------------------------- inputs
 
 
 def make_images(count: int, size: tuple[int, int] = (500, 375)) -> Path:
-    """A folder of ``count`` JPEGs of ``size`` cut from the sample photos (made once, then reused).
+    """A folder of at least ``count`` JPEGs of ``size``, cut from the sample photos (made once).
 
-    Each image is a different crop (and sometimes a mirror) of one of the photos that
-    ship with scikit-image and matplotlib, so that decoding and the model see real,
-    varied content.
+    Image ``i`` is always the same crop (sometimes mirrored) of one of the photos that
+    ship with scikit-image and matplotlib, so decoding and the model see real content.
     """
+    import numpy as np
     from PIL import Image, ImageOps
 
     from nbhelpers.sources import sample_photo_paths
 
-    folder = IMAGE_CACHE / f"{size[0]}x{size[1]}"
-    folder.mkdir(parents=True, exist_ok=True)
-    existing = len(list(folder.glob("*.jpg")))
-    if existing >= count:
-        return folder
+    IMAGES.mkdir(parents=True, exist_ok=True)
     photos = [Image.open(path).convert("RGB") for path in sample_photo_paths()]
-    if not photos:
-        raise RuntimeError("No sample photos found: are scikit-image and matplotlib installed?")
-    rng = np.random.default_rng(0)
-    for index in range(count):
-        target = folder / f"img_{index:05d}.jpg"
-        draw = rng.random(4)
+    for index, draw in enumerate(np.random.default_rng(0).random((count, 4))):
+        target = IMAGES / f"img_{index:05d}.jpg"
         if target.exists():
             continue
         photo = photos[index % len(photos)]
-        crop_fraction = 0.7 + 0.3 * draw[0]
-        width = min(photo.width, round(photo.height * size[0] / size[1])) * crop_fraction
+        width = min(photo.width, photo.height * size[0] / size[1]) * (0.7 + 0.3 * draw[0])
         height = width * size[1] / size[0]
-        left = (photo.width - width) * draw[1]
-        top = (photo.height - height) * draw[2]
+        left, top = (photo.width - width) * draw[1], (photo.height - height) * draw[2]
         image = photo.crop((round(left), round(top), round(left + width), round(top + height)))
         image = image.resize(size, Image.Resampling.BILINEAR)
-        if draw[3] < 0.5:
-            image = ImageOps.mirror(image)
-        image.save(target, quality=90)
-    return folder
+        (ImageOps.mirror(image) if draw[3] < 0.5 else image).save(target, quality=90)
+    return IMAGES
 
 
-def image_paths(folder: Path, count: int) -> list[str]:
-    """The first ``count`` images of ``folder``, in name order."""
-    paths = sorted(str(p) for p in folder.glob("*.jpg"))[:count]
-    if len(paths) < count:
-        raise RuntimeError(f"{folder} holds {len(paths)} images, {count} were asked for.")
-    return paths
+def vit_base_folder() -> Path:
+    """ViT-Base/16 at 224 px with seeded random weights, saved once for ``pipeline(model=...)``.
 
-
-# --------------------------------------------------------------------------- the models
-
-
-@dataclass(frozen=True)
-class ModelKit:
-    """One model as every pipeline needs it.
-
-    Attributes:
-        build: ``() -> (model, spec)``: eval mode, seeded random weights, nothing downloaded.
-        spec: ``() -> spec``: the spec alone (preprocessing), without building the model.
-        rows: the collection's per-batch function (``classify_rows`` or ``detect_rows``).
-        forward: ``(model, uint8 images, spec, device) -> anything``: the model on
-            prepared images, as ``model_only`` times it (inputs made in advance).
-        to_inputs: ``(uint8 images, spec, device) -> model inputs``.
-        tutorial_transform: ``() -> (HWC uint8 array -> float32 CHW tensor)``: the
-            tutorial's torchvision transforms.
-        tutorial_forward: ``(model, float32 batch, device) -> labels``.
-        variable_size: images keep their own sizes (detection): batches are lists.
+    The layout is transformers' ``ViTConfig`` default, google/vit-base-patch16-224's; the
+    labels and the image processor are those of nbhelpers' offline ViT (the same as google's).
     """
-
-    build: Callable
-    spec: Callable
-    rows: Callable
-    forward: Callable
-    to_inputs: Callable
-    tutorial_transform: Callable
-    tutorial_forward: Callable
-    variable_size: bool = False
-
-
-def _classifier(builder_name: str, weights_name: str, offline: str) -> ModelKit:
-    def build():
-        import torchvision.models as tvm
-
-        from nbhelpers.models import classifier_spec, offline_resnet, seeded
-
-        builder, weights = getattr(tvm, builder_name), getattr(tvm, weights_name).DEFAULT
-        model = offline_resnet(builder) if offline == "resnet" else seeded(builder)
-        return model.eval(), classifier_spec(weights)
-
-    def spec():
-        import torchvision.models as tvm
-
-        from nbhelpers.models import classifier_spec
-
-        return classifier_spec(getattr(tvm, weights_name).DEFAULT)
-
-    def to_inputs(images, spec, device):
-        from nbhelpers.predict import to_model_input
-
-        return to_model_input(images, spec, device)
-
-    def forward(model, inputs, spec, device):
-        return model(inputs).argmax(dim=1).cpu()
-
-    def tutorial_transform():
-        import torchvision.models as tvm
-        from torchvision import transforms
-
-        weights = getattr(tvm, weights_name).DEFAULT
-        return transforms.Compose([transforms.ToTensor(), weights.transforms()])
-
-    def tutorial_forward(model, batch, device):
-        import torch
-
-        return model(torch.as_tensor(batch).to(device)).argmax(dim=1).cpu().numpy()
-
-    from nbhelpers.predict import classify_rows
-
-    return ModelKit(
-        build, spec, classify_rows, forward, to_inputs, tutorial_transform, tutorial_forward
-    )
-
-
-def _detector() -> ModelKit:
-    def build():
-        from nbhelpers.detect import build_fasterrcnn
-
-        return build_fasterrcnn(pretrained=False)
-
-    def spec():
-        return build()[1]
-
-    def to_inputs(images, spec, device):
-        from nbhelpers.detect import to_detector_input
-
-        return [to_detector_input(image, device) for image in images]
-
-    def forward(model, inputs, spec, device):
-        return [len(found["boxes"]) for found in model(inputs)]
-
-    def tutorial_transform():
-        from torchvision import transforms
-
-        return transforms.ToTensor()
-
-    def tutorial_forward(model, batch, device):
-        import torch
-
-        images = [torch.as_tensor(np.asarray(image)).to(device) for image in batch]
-        return np.array([len(found["boxes"]) for found in model(images)])
-
-    from nbhelpers.detect import detect_rows
-
-    return ModelKit(
-        build, spec, detect_rows, forward, to_inputs, tutorial_transform, tutorial_forward, True
-    )
-
-
-def model_kit(name: str) -> ModelKit:
-    """The :class:`ModelKit` of ``name``: resnet50, resnet152, vit (ViT-B/16) or fasterrcnn."""
-    kits = {
-        "resnet50": lambda: _classifier("resnet50", "ResNet50_Weights", "resnet"),
-        "resnet152": lambda: _classifier("resnet152", "ResNet152_Weights", "resnet"),
-        "vit": lambda: _classifier("vit_b_16", "ViT_B_16_Weights", "seeded"),
-        "fasterrcnn": _detector,
-    }
-    if name not in kits:
-        raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(kits)}.")
-    return kits[name]()
-
-
-def prepare_model(model, settings: dict):
-    """Move the model to the device, in channels-last layout when asked."""
+    if (VIT_BASE / "config.json").is_file():
+        return VIT_BASE
     import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
-    model = model.to(settings["device"])
-    if settings["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    from nbhelpers import vit
 
-
-def autocast(settings: dict):
-    """The autocast context the settings ask for (none on CPU unless asked)."""
-    import torch
-
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings["autocast"])
-    return torch.autocast(settings["device"], dtype=dtype) if dtype else nullcontext()
-
-
-# --------------------------------------------------------------------------- the pipelines
-# Each returns {"start": t0, "end": t1, "batches": [[done_at, rows], ...]} with wall-clock
-# times (time.time(), the same clock in every process of this machine).
-
-
-def run_model_only(paths: list[str], settings: dict) -> dict:
-    """Forward passes alone, on model inputs prepared in memory before the clock starts."""
-    import torch
-
-    from nbhelpers.pipeline import prepare_image
-
-    kit = model_kit(settings["model"])
-    start = time.time()
-    model, spec = kit.build()
-    model = prepare_model(model, settings)
-    device = torch.device(settings["device"])
-    built = time.time()
-    prepared = [prepare_image(path, spec.preprocess, None).image for path in paths]
-    size = settings["batch_size"]
-    chunks = [prepared[i : i + size] for i in range(0, len(prepared), size)]
-    inputs = [
-        kit.to_inputs(chunk if kit.variable_size else np.stack(chunk), spec, device)
-        for chunk in chunks
-    ]
-    batches = []
-    ready = time.time()
-    with torch.inference_mode(), autocast(settings):
-        for chunk_inputs, chunk in zip(inputs, chunks, strict=True):
-            kit.forward(model, chunk_inputs, spec, device)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            batches.append([time.time(), len(chunk)])
-    # End to end counts building the model, not preparing the inputs (which the
-    # other pipelines do while the model runs): the clock is shifted by that time.
-    return {"start": start + (ready - built), "end": time.time(), "batches": batches}
-
-
-class _ImageFiles:
-    """A map-style dataset of image files for the DataLoader: what a user would write."""
-
-    def __init__(self, paths: list[str], transform: Callable):
-        self.paths, self.transform = paths, transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        from PIL import Image
-
-        with Image.open(self.paths[index]) as image:
-            return self.transform(image.convert("RGB"))
-
-
-def run_dataloader(paths: list[str], settings: dict) -> dict:
-    """A ``DataLoader`` with worker processes decoding and transforming, the model in this process."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    kit = model_kit(settings["model"])
-    start = time.time()
-    model, spec = kit.build()
-    model = prepare_model(model, settings)
-    device = torch.device(settings["device"])
-    transform = kit.tutorial_transform()
-    loader = DataLoader(
-        _ImageFiles(paths, transform),
-        batch_size=settings["batch_size"],
-        num_workers=settings["loader_workers"],
-        collate_fn=list if kit.variable_size else None,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=2 if settings["loader_workers"] else None,
-    )
-    batches = []
-    with torch.inference_mode(), autocast(settings):
-        for batch in loader:
-            kit.tutorial_forward(model, batch, device)
-            batches.append([time.time(), len(batch)])
-    return {"start": start, "end": time.time(), "batches": batches}
-
-
-def run_tutorial(paths: list[str], settings: dict) -> dict:
-    """The tutorial's Ray Data pipeline, as written there, on these images and this model."""
-    import ray
-    import torch
-
-    kit_name = settings["model"]
-    start = time.time()
-    ray.init()
-    transform = model_kit(kit_name).tutorial_transform()
-
-    def preprocess_image(row: dict) -> dict:
-        return {"original_image": row["image"], "transformed_image": transform(row["image"])}
-
-    class TutorialModel:
-        def __init__(self):
-            self.kit = model_kit(kit_name)
-            model, _ = self.kit.build()
-            self.model = prepare_model(model, settings)
-            self.device = torch.device(settings["device"])
-
-        def __call__(self, batch: dict) -> dict:
-            with torch.inference_mode(), autocast(settings):
-                predicted = self.kit.tutorial_forward(
-                    self.model, batch["transformed_image"], self.device
-                )
-            return {
-                "predicted": predicted,
-                "original_image": batch["original_image"],
-                "done_at": np.full(len(predicted), time.time()),
-            }
-
-    use_gpu = settings["device"] == "cuda"
-    predictions = (
-        ray.data.read_images(paths, mode="RGB")
-        .map(preprocess_image)
-        .map_batches(
-            TutorialModel,
-            compute=ray.data.ActorPoolStrategy(size=1),
-            batch_size=settings["batch_size"],
-            **({"num_gpus": 1} if use_gpu else {}),
+    tiny = vit.offline_vit_folder()
+    labels = ViTConfig.from_pretrained(tiny)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = ViTForImageClassification(
+            ViTConfig(id2label=labels.id2label, label2id=labels.label2id)
         )
-    )
-    frame = predictions.drop_columns(["original_image"]).to_pandas()
-    end = time.time()
-    ray.shutdown()
-    return {"start": start, "end": end, "batches": _batches(frame)}
+    model.save_pretrained(VIT_BASE)
+    ViTImageProcessor.from_pretrained(tiny).save_pretrained(VIT_BASE)
+    return VIT_BASE
 
 
-def run_collection(paths: list[str], settings: dict) -> dict:
-    """The notebooks' pipeline, through nbhelpers, exactly as notebook 01 runs it."""
-    import torch
+# --------------------------------------------------------------------------- start-up phases
 
-    from nbhelpers.cluster import default_batch_size, size_actor_pool, start_ray, stop_ray
-    from nbhelpers.models import pick_device
-    from nbhelpers.pipeline import collect_predictions, predict_with_actors, read_images_safely
-    from nbhelpers.sources import ImageSource
-
-    kit_name = settings["model"]
-    start = time.time()
-    resources = start_ray()
-    plan = size_actor_pool(resources, use_gpu=settings["device"] == "cuda")
-    batch_size = settings["batch_size"] or default_batch_size(plan)
-    spec = model_kit(kit_name).spec()
-    source = ImageSource(uri=str(Path(paths[0]).parent), kind="local", paths=list(paths))
-    dataset = read_images_safely(source, spec.preprocess, plan)
-
-    class Predictor:
-        """As in the notebooks: the model built once per actor, one batch per call."""
-
-        def __init__(self, use_gpu: bool):
-            self.kit = model_kit(kit_name)
-            model, self.spec = self.kit.build()
-            self.device = pick_device(use_gpu)
-            self.model = prepare_model(model, settings | {"device": self.device.type})
-
-        def __call__(self, batch: dict) -> dict:
-            with autocast(settings) if settings["autocast_collection"] else nullcontext():
-                out = self.kit.rows(self.model, batch, self.spec, self.device)
-            rows = len(batch["path"])
-            return out | {
-                "done_at": np.full(rows, time.time()),
-                "torch_threads": np.full(rows, torch.get_num_threads()),
-            }
-
-    predicted = predict_with_actors(dataset, Predictor, plan, batch_size, use_gpu=plan.use_gpu)
-    frame, _ = collect_predictions(predicted, source.paths)
-    end = time.time()
-    stop_ray()
-    failed = int(frame["error"].notna().sum())
-    if failed:
-        raise RuntimeError(
-            f"{failed} benchmark images failed to decode: {frame['error'].dropna().iloc[0]}"
-        )
-    threads = sorted(set(frame["torch_threads"]))
-    return {
-        "start": start,
-        "end": end,
-        "batches": _batches(frame),
-        "plan": f"{plan.describe()} Torch threads in the actors: {threads}.",
-    }
-
-
-def _batches(frame) -> list[list[float]]:
-    counts = frame.groupby("done_at").size()
-    return [[float(t), int(n)] for t, n in counts.items()]
-
-
-RUNNERS = {
-    "tutorial": run_tutorial,
-    "collection": run_collection,
-    "dataloader": run_dataloader,
-    "model_only": run_model_only,
+PHASES = {
+    "imports": "Python start and imports",
+    "ray_init": "ray.init",
+    "setup": "images listed, pool sized, dataset built",
+    "first_read_task": "first read task (decode)",
+    "actor_worker_wait": "model actor: a new worker process is started",
+    "actor_worker_start": "model actor: worker imports, actor class loaded",
+    "model_build": "model build",
+    "data_wait": "model actor: waiting for its first images",
+    "first_batch": "first batch through the model",
 }
+"""The phases before the first batch, in order; a pipeline reports those it has."""
 
 
-# --------------------------------------------------------------------------- measuring
+# --------------------------------------------------------------------------- the figures
 
 
-def shared_memory_bytes() -> int:
-    """The machine's shared memory in use (``Shmem`` in /proc/meminfo), 0 where unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("Shmem:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+def steady_images_per_second(batches: list[list[float]]) -> float | None:
+    """Images/s once running: the images after the first batch over the time they took.
+
+    The first batch carries the whole start-up (Ray, the workers, the model), so the
+    clock starts when it is done and stops when the last one is. ``batches`` holds
+    ``[done_at, rows]`` pairs. This is the project's one definition of steady state.
+    """
+    batches = sorted(batches)
+    if len(batches) < 2 or batches[-1][0] <= batches[0][0]:
+        return None
+    return sum(rows for _, rows in batches[1:]) / (batches[-1][0] - batches[0][0])
+
+
+def figures(run: dict) -> dict:
+    """A run's figures: images/s end to end and steady, first batch, start-up, its phases."""
+    images = sum(rows for _, rows in run["batches"])
+    seconds = run["end"] - run["launched"]
+    steady = steady_images_per_second(run["batches"])
+    phases = {name: [a - run["launched"], b - run["launched"]] for name, a, b in run["phases"]}
+    return {
+        "num_images": images,
+        "seconds": seconds,
+        "first_batch_seconds": min(at for at, _ in run["batches"]) - run["launched"],
+        "images_per_second": images / seconds,
+        "steady_images_per_second": steady,
+        "startup_seconds": seconds - images / steady if steady else None,
+        "phases": phases,
+    } | {key: run[key] for key in ("workers", "plan") if key in run}
+
+
+def crossover(collection: dict, loader: dict) -> float | None:
+    """Images from which the collection's end-to-end time is below the DataLoader's.
+
+    Each pipeline takes ``start-up + images / steady rate``. ``None`` when the
+    collection's steady rate is not the higher one (it never catches up); 0 when it
+    is ahead from the first image.
+    """
+    rate_c, rate_d = collection["steady_images_per_second"], loader["steady_images_per_second"]
+    if not rate_c or not rate_d or rate_c <= rate_d:
+        return None
+    extra = collection["startup_seconds"] - loader["startup_seconds"]
+    return max(0.0, extra / (1 / rate_d - 1 / rate_c))
+
+
+def predicted_seconds(row: dict, images: int) -> float:
+    """End-to-end seconds for ``images``, from a run's start-up and steady rate."""
+    return row["startup_seconds"] + images / row["steady_images_per_second"]
+
+
+def ratios(rows: dict[str, dict], tuned: str | None) -> dict[str, float]:
+    """The targets' ratios: first batch against the tutorial, steady against the others."""
+    c, out = rows.get("collection"), {}
+    if not c or not c["steady_images_per_second"]:
+        return out
+    if "tutorial" in rows:
+        first = c["first_batch_seconds"] / rows["tutorial"]["first_batch_seconds"]
+        out["first batch, collection / tutorial (target <= 0.7)"] = first
+    for other, target in (
+        ("model_only", " (target >= 0.85)"),
+        (tuned, " (target >= 1.0)"),
+        ("tutorial", ""),
+    ):
+        if other in rows and rows[other]["steady_images_per_second"]:
+            steady = c["steady_images_per_second"] / rows[other]["steady_images_per_second"]
+            out[f"steady, collection / {other}{target}"] = steady
+    return out
+
+
+# --------------------------------------------------------------------------- running a pipeline
 
 
 class MemorySampler:
-    """Peak memory of a process tree: the driver and its workers, Ray's daemons, shared memory.
+    """Peak resident memory of this process and all it starts, and peak growth of shared memory.
 
-    Ray's object store lives in shared memory (/dev/shm) whose pages count once
-    touched and stay counted when objects are freed: the growth of the machine's
-    ``Shmem`` over the run is the object store's high-water mark (and, for the
-    DataLoader, the tensors its workers pass through shared memory).
+    Ray's object store lives in shared memory (``/dev/shm``): the growth of the
+    machine's ``Shmem`` is its high-water mark (for the DataLoader, the tensors its
+    workers pass on). Other programs on the machine count too.
     """
 
-    def __init__(self, pid: int, interval: float = 0.25):
-        self.pid, self.interval = pid, interval
-        self.peak_workers = 0  # the driver and every worker process
-        self.peak_daemons = 0  # gcs_server, raylet, dashboard, agents, monitors
-        self.peak_shared = 0  # growth of shared memory since the start
-        self._shared_at_start = shared_memory_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    def __init__(self):
+        self.peak_rss = self.peak_shared = 0
+        self.shared_at_start = self.shared()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+
+    @staticmethod
+    def shared() -> int:
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        return next(
+            (int(line.split()[1]) * 1024 for line in meminfo if line.startswith("Shmem:")), 0
+        )
 
     def sample(self) -> None:
-        """Add up the tree's resident memory once."""
-        try:
-            root = psutil.Process(self.pid)
-            processes = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return
-        workers = daemons = 0
-        for process in processes:
-            try:
-                rss = process.memory_info().rss
-                command = " ".join(process.cmdline())
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-            if process.pid != self.pid and any(name in command for name in RAY_DAEMONS):
-                daemons += rss
-            else:
-                workers += rss
-        self.peak_workers = max(self.peak_workers, workers)
-        self.peak_daemons = max(self.peak_daemons, daemons)
-        self.peak_shared = max(self.peak_shared, shared_memory_bytes() - self._shared_at_start)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
+        while not self.stop.wait(0.25):
+            rss = 0
+            for process in psutil.Process().children(recursive=True):
+                try:
+                    rss += process.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak_rss = max(self.peak_rss, rss)
+            self.peak_shared = max(self.peak_shared, self.shared() - self.shared_at_start)
 
     def __enter__(self) -> MemorySampler:
-        self._thread.start()
+        self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self.stop.set()
+        self.thread.join()
 
 
-def throughput(run: dict) -> dict:
-    """Images/s end to end and in steady state (after :data:`WARMUP_BATCHES` batches)."""
-    batches = sorted(run["batches"])
-    images = sum(rows for _, rows in batches)
-    seconds = run["end"] - run["start"]
-    steady = None
-    if len(batches) > WARMUP_BATCHES:
-        after = batches[WARMUP_BATCHES - 1 :]
-        span = after[-1][0] - after[0][0]
-        steady = sum(rows for _, rows in after[1:]) / span if span > 0 else None
-    return {
-        "num_images": images,
-        "seconds": round(seconds, 2),
-        "first_batch_seconds": round(batches[0][0] - run["start"], 2) if batches else None,
-        "images_per_second": round(images / seconds, 2),
-        "steady_images_per_second": round(steady, 2) if steady else None,
-    }
-
-
-def run_pipeline(pipeline: str, num_images: int, settings: dict, timeout: float) -> dict:
-    """Run one pipeline in a fresh process, sampling its memory; its figures."""
-    with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "run.json"
-        LOGS.mkdir(parents=True, exist_ok=True)
-        log = LOGS / f"{pipeline}-{num_images}.log"
-        command = [sys.executable, __file__, "--child", pipeline, "--child-out", str(out)]
-        command += ["--child-settings", json.dumps(settings | {"num_images": num_images})]
-        env = os.environ | {"RAY_ADDRESS": "", "PYTHONUNBUFFERED": "1"}
-        env.pop("RAY_ADDRESS")
-        with open(log, "w") as stream:
-            process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=env)
-            with MemorySampler(process.pid) as memory:
+def run_pipeline(name: str, settings: dict, timeout: float, retries: int = 1) -> dict:
+    """Run one pipeline in a fresh process (again on failure, ``retries`` times); its figures."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = LOGS / f"{name}{settings.get('loader_workers', '')}-{settings['num_images']}.log"
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    for attempt in range(retries + 1):
+        with tempfile.TemporaryDirectory() as scratch:
+            run = settings | {"pipeline": name, "output_dir": scratch, "launched": time.time()}
+            command = [sys.executable, "-m", "benchmarks.pipelines", json.dumps(run)]
+            load = os.getloadavg()[0]
+            with open(log, "w") as stream, MemorySampler() as memory:
+                process = subprocess.Popen(
+                    command, stdout=stream, stderr=subprocess.STDOUT, cwd=ROOT, env=env
+                )
                 try:
                     code = process.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
                     process.kill()
-                    subprocess.run(
-                        [sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"],
-                        capture_output=True,
-                    )
-                    raise RuntimeError(
-                        f"{pipeline} did not finish in {timeout:.0f} s; see {log}"
-                    ) from None
-        if code != 0:
-            tail = log.read_text()[-3000:]
-            raise RuntimeError(f"{pipeline} failed (exit {code}); the end of {log}:\n{tail}")
-        run = json.loads(out.read_text())
-    return throughput(run) | {
-        "peak_rss_bytes": memory.peak_workers,
-        "peak_ray_daemons_rss_bytes": memory.peak_daemons,
-        "peak_object_store_bytes": memory.peak_shared,
-        "plan": run.get("plan"),
-    }
-
-
-def child(pipeline: str, out: Path, settings: dict) -> None:
-    """Inside the fresh process: make the images' list, run the pipeline, write its timings."""
-    folder = IMAGE_CACHE / "500x375"
-    paths = image_paths(folder, settings["num_images"])
-    run = RUNNERS[pipeline](paths, settings)
-    out.write_text(json.dumps(run))
+                    code = "timed out"
+            if code == 0:
+                return figures(json.loads((Path(scratch) / "run.json").read_text())) | {
+                    "load_average": [load, os.getloadavg()[0]],
+                    "peak_rss_bytes": memory.peak_rss,
+                    "peak_shared_bytes": memory.peak_shared,
+                }
+        tail = "\n".join(log.read_text().splitlines()[-12:])
+        print(f"  {name} failed ({code}) on attempt {attempt + 1}; the end of {log}:\n{tail}")
+    raise RuntimeError(f"{name} failed {retries + 1} times; see {log}")
 
 
 # --------------------------------------------------------------------------- reporting
 
 
-def summarise(runs: list[dict]) -> dict:
-    """Median of repeated runs, with the spread (min, max) of the throughputs."""
-    keys = ("images_per_second", "steady_images_per_second", "seconds", "first_batch_seconds")
-    summary = dict(runs[len(runs) // 2])
-    for key in keys:
-        values = [r[key] for r in runs if r.get(key) is not None]
-        if values:
-            summary[key] = round(statistics.median(values), 2)
-            summary[f"{key}_range"] = [min(values), max(values)]
-    for key in ("peak_rss_bytes", "peak_ray_daemons_rss_bytes", "peak_object_store_bytes"):
-        values = [r[key] for r in runs if r.get(key) is not None]
-        summary[key] = max(values) if values else None
-    summary["repeats"] = len(runs)
-    return summary
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def ratios(results: dict) -> dict:
-    """collection / tutorial, / dataloader and / model_only, end to end and steady."""
-    out = {}
-    for other in ("tutorial", "dataloader", "model_only"):
-        if "collection" not in results or other not in results:
-            continue
-        for key in ("images_per_second", "steady_images_per_second"):
-            a, b = results["collection"].get(key), results[other].get(key)
-            if a and b:
-                out[
-                    f"collection/{other} ({'steady' if key.startswith('steady') else 'end to end'})"
-                ] = round(a / b, 2)
-    return out
-
-
-def mib(value: int | None) -> str:
-    return "-" if value is None else f"{value / 2**20:,.0f}"
-
-
-def print_table(results: dict, scaled: dict | None, settings: dict) -> None:
-    """The figures as a Markdown table (ready for the README), ratios and memory at 4N below."""
-
-    def spread(row: dict, key: str) -> str:
-        low_high = row.get(f"{key}_range")
-        value = row.get(key)
-        if value is None:
-            return "-"
-        if low_high and row.get("repeats", 1) > 1:
-            return f"{value:.1f} ({low_high[0]:.1f}-{low_high[1]:.1f})"
-        return f"{value:.1f}"
-
+def print_results(rows: dict[str, dict]) -> None:
+    """The pipelines' figures, as a Markdown table."""
     print(
-        f"\n{settings['model']}, {settings['num_images']} images of 500x375, batch "
-        f"{settings['batch_size'] or 'default'}, device {settings['device']}, autocast "
-        f"{settings['autocast'] or 'none'}, channels_last {settings['channels_last']}\n"
+        "| pipeline | first batch after (s) | end to end (s) | images/s end to end "
+        "| images/s steady | start-up (s) | peak RSS (MiB) | peak shared memory (MiB) | load |"
     )
-    print(
-        "| pipeline | images/s end to end | images/s steady | seconds | peak RSS driver+workers (MiB) | peak object store (MiB) |"
-    )
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, row in results.items():
+    print("| --- |" + " ---: |" * 8)
+    for name, row in rows.items():
+        steady = fmt(row["steady_images_per_second"], 2)
+        if row["repeats"] > 1 and row["steady_range"]:
+            steady += " ({:.2f}-{:.2f})".format(*row["steady_range"])
         print(
-            f"| {name} | {spread(row, 'images_per_second')} | {spread(row, 'steady_images_per_second')} "
-            f"| {row['seconds']:.1f} | {mib(row['peak_rss_bytes'])} | {mib(row['peak_object_store_bytes'])} |"
+            f"| {name} | {fmt(row['first_batch_seconds'])} | {fmt(row['seconds'])} "
+            f"| {row['images_per_second']:.2f} | {steady} | {fmt(row['startup_seconds'])} "
+            f"| {row['peak_rss_bytes'] / 2**20:,.0f} | {row['peak_shared_bytes'] / 2**20:,.0f} "
+            f"| {max(row['load_average']):.1f} |"
         )
-    print()
-    for name, value in ratios(results).items():
-        print(f"{name}: {value:.2f}")
-    if scaled:
-        base = results["collection"]
-        print(
-            f"collection memory at {base['num_images']} vs {scaled['num_images']} images: RSS "
-            f"{mib(base['peak_rss_bytes'])} vs {mib(scaled['peak_rss_bytes'])} MiB, object store "
-            f"{mib(base['peak_object_store_bytes'])} vs {mib(scaled['peak_object_store_bytes'])} MiB; "
-            f"steady {base['steady_images_per_second']} vs {scaled['steady_images_per_second']} images/s"
-        )
-    if results["collection"].get("plan"):
-        print(f"collection's actor pool: {results['collection']['plan']}")
 
 
-def machine() -> dict:
-    """What the figures were measured on."""
-    import ray
-    import torch
+def print_breakdown(rows: dict[str, dict]) -> None:
+    """Where the time to the first batch goes: each phase's seconds, and when it ended."""
+    print("| phase: seconds (ended at) | " + " | ".join(rows) + " |")
+    print("| --- |" + " ---: |" * len(rows))
+    for key, label in PHASES.items():
+        spans = [row["phases"].get(key) for row in rows.values()]
+        if any(spans):
+            cells = [
+                f"{b - a:.1f} ({b:.1f})" if (a, b) else "" for a, b in (s or (0, 0) for s in spans)
+            ]
+            print(f"| {label} | " + " | ".join(cells) + " |")
+    firsts = [f"**{row['first_batch_seconds']:.1f}**" for row in rows.values()]
+    print("| **first batch ready after** | " + " | ".join(firsts) + " |")
+    for name, row in rows.items():
+        if "workers" in row:
+            print(
+                f"{name}: {row['workers'][0]} Ray worker processes were up before the pipeline "
+                f"started (pre-started), {row['workers'][1]} started during it."
+            )
 
-    return {
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_model": _cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "memory_bytes": psutil.virtual_memory().total,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "ray": ray.__version__,
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-    }
+
+def machine() -> str:
+    """What the figures were measured on, in a few words."""
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line), "")
+    memory = psutil.virtual_memory().total / 2**30
+    return f"{model or platform.processor()}, {os.cpu_count()} CPUs, {memory:.0f} GiB, Python {platform.python_version()}"
 
 
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
+# --------------------------------------------------------------------------- main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--model", default="resnet50", choices=["resnet50", "resnet152", "vit", "fasterrcnn"]
+    add = parser.add_argument
+    add("--num-images", type=int, default=200, help="images per run (default 200)")
+    add("--batch-size", type=int, help="rows per model call (default: the notebooks', 16 on CPU)")
+    add(
+        "--pipelines",
+        default=",".join(PIPELINES),
+        help=f"a comma-separated subset of {', '.join(RUNNERS)}",
     )
-    parser.add_argument(
-        "--num-images", type=int, default=200, help="N: images per run (default 200)"
+    add("--loader-workers", help="DataLoader num_workers to try, e.g. 0,2 (default: 0 to the CPUs)")
+    add("--repeat", type=int, default=1, help="runs of each pipeline; the median is reported")
+    add("--no-crossover", action="store_true", help="skip the run that checks the crossover")
+    add("--max-check-images", type=int, default=2000, help="largest crossover check (2000)")
+    add(
+        "--vit-model",
+        help="the ViT for the vit_ pipelines: a local folder or a cached hub id "
+        "(default: a ViT-Base/16 with random weights, made here)",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help="rows per model call (default: nbhelpers' choice for the device)",
-    )
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument(
-        "--autocast",
-        default=None,
-        choices=["bf16", "fp16"],
-        help="autocast dtype (default: bf16 on cuda, none on cpu)",
-    )
-    parser.add_argument(
-        "--channels-last", action="store_true", help="the model's weights in channels-last layout"
-    )
-    parser.add_argument(
-        "--loader-workers",
-        type=int,
-        default=None,
-        help="DataLoader worker processes (default: one per CPU)",
-    )
-    parser.add_argument(
-        "--pipelines", default=",".join(PIPELINES), help="comma-separated subset to run"
-    )
-    parser.add_argument(
-        "--scale", type=int, default=4, help="also run collection on this many times N (0: skip)"
-    )
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=1,
-        help="runs of each pipeline; the median is reported with the spread",
-    )
-    parser.add_argument("--timeout", type=float, default=900, help="seconds allowed per run")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--child-out", help=argparse.SUPPRESS)
-    parser.add_argument("--child-settings", help=argparse.SUPPRESS)
+    add("--timeout", type=float, default=1800, help="seconds allowed per run")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the benchmark, print the table, write the JSON files."""
+    """Run the pipelines, print the tables, write ``benchmarks/results/``."""
     args = parse_args(argv)
-    if args.child:
-        child(args.child, Path(args.child_out), json.loads(args.child_settings))
-        return
-    if args.device == "cuda":
-        import torch
+    from nbhelpers.sources import find_images
 
-        if not torch.cuda.is_available():
-            raise SystemExit("--device cuda, but torch sees no GPU; run with --device cpu.")
-    pipelines = [name.strip() for name in args.pipelines.split(",") if name.strip()]
-    unknown = set(pipelines) - set(PIPELINES)
-    if unknown:
-        raise SystemExit(
-            f"Unknown pipelines {sorted(unknown)}; choose from {', '.join(PIPELINES)}."
-        )
-    batch_size = args.batch_size or (64 if args.device == "cuda" else 16)
-    settings = {
-        "model": args.model,
-        "num_images": args.num_images,
-        "batch_size": batch_size,
-        "device": args.device,
-        "autocast": args.autocast or ("bf16" if args.device == "cuda" else None),
-        # nbhelpers' classify already autocasts to bf16 on a GPU; only an explicit
-        # different choice is layered on top of the collection's own.
-        "autocast_collection": args.autocast not in (None, "bf16") and args.device == "cuda",
-        "channels_last": args.channels_last,
-        "loader_workers": os.cpu_count() if args.loader_workers is None else args.loader_workers,
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    needed = args.num_images * max(1, args.scale if "collection" in pipelines else 1)
-    make_images(needed)
-    results: dict[str, dict] = {}
-    for name in pipelines:
+    pipelines = [name for name in args.pipelines.split(",") if name]
+    if unknown := set(pipelines) - set(RUNNERS):
+        raise SystemExit(f"Unknown pipelines {sorted(unknown)}; choose from {', '.join(RUNNERS)}.")
+    everything = ",".join(str(n) for n in range(os.cpu_count() + 1))
+    loader_workers = [int(n) for n in (args.loader_workers or everything).split(",")]
+    vit_model = args.vit_model or (
+        str(vit_base_folder()) if set(pipelines) & set(VIT_PIPELINES) else None
+    )
+
+    def measure(name: str, images: int, workers: int | None = None) -> dict:
+        folder = make_images(images)
+        settings = {"folder": str(folder), "num_images": images, "batch_size": args.batch_size}
+        settings |= {"paths": find_images(folder, images).paths, "vit_model": vit_model}
+        settings |= {"loader_workers": workers} if name == "dataloader" else {}
         runs = []
         for attempt in range(args.repeat):
-            print(
-                f"{name}: run {attempt + 1} of {args.repeat} on {args.num_images} images ...",
-                flush=True,
-            )
-            runs.append(run_pipeline(name, args.num_images, settings, args.timeout))
-        results[name] = summarise(runs)
-    scaled = None
-    if "collection" in pipelines and args.scale > 1:
-        count = args.num_images * args.scale
-        print(f"collection: {count} images, to compare memory ...", flush=True)
-        scaled = run_pipeline("collection", count, settings, args.timeout)
-    print_table(results, scaled, settings | {"batch_size": batch_size})
-    latest = {
-        name: {
-            key: row[key]
-            for key in ("images_per_second", "steady_images_per_second", "peak_rss_bytes")
+            what = name + (f" (num_workers={workers})" if name == "dataloader" else "")
+            print(f"{what}: run {attempt + 1} of {args.repeat} on {images} images ...", flush=True)
+            runs.append(run_pipeline(name, settings, args.timeout))
+        middle = dict(sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2])
+        steady = [r["steady_images_per_second"] for r in runs if r["steady_images_per_second"]]
+        return middle | {
+            "repeats": len(runs),
+            "steady_range": [min(steady), max(steady)] if steady else None,
         }
-        | {
-            k: v
-            for k, v in row.items()
-            if k not in ("images_per_second", "steady_images_per_second", "peak_rss_bytes")
-        }
-        for name, row in results.items()
-    }
-    (RESULTS / "latest.json").write_text(json.dumps(latest, indent=2) + "\n")
-    details = {
+
+    rows: dict[str, dict] = {}
+    for name in pipelines:
+        for workers in loader_workers if name == "dataloader" else [None]:
+            label = f"dataloader, num_workers={workers}" if name == "dataloader" else name
+            rows[label] = measure(name, args.num_images, workers) | {"loader_workers": workers}
+    loaders = [label for label in rows if label.startswith("dataloader")]
+    tuned = max(loaders, key=lambda k: rows[k]["steady_images_per_second"] or 0, default=None)
+
+    model = f"ViT ({vit_model})" if set(pipelines) <= set(VIT_PIPELINES) else "ResNet152"
+    print(
+        f"\n{model}, seeded random weights; {args.num_images} JPEGs of 500x375; batch size "
+        f"{args.batch_size or 'as in the notebooks'}; {machine()}\n"
+    )
+    print_results(rows)
+    if tuned:
+        print(f"\nThe tuned DataLoader: {tuned} (the best steady rate of {', '.join(loaders)}).")
+    print("\nStart-up, seconds since the process started:\n")
+    shown = [k for k in rows if not k.startswith("dataloader") or k == tuned]
+    print_breakdown({k: rows[k] for k in shown})
+    report = {
         "machine": machine(),
-        "settings": settings,
-        "ratios": ratios(results),
-        "results": results,
-        "collection_scaled": scaled,
-        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "settings": vars(args),
+        "pipelines": rows,
+        "tuned_dataloader": tuned,
     }
-    (RESULTS / "latest_details.json").write_text(json.dumps(details, indent=2) + "\n")
-    print(f"\nWrote {RESULTS / 'latest.json'} and {RESULTS / 'latest_details.json'}")
+    report["ratios"] = ratios(rows, tuned)
+    print("\n" + "\n".join(f"{label}: {value:.2f}" for label, value in report["ratios"].items()))
+    if "collection" in rows and tuned:
+        report["crossover"] = check_crossover(rows, tuned, args, measure)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    report["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    out = RESULTS / ("vit.json" if set(pipelines) <= set(VIT_PIPELINES) else "latest.json")
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nWrote {out}")
+
+
+def check_crossover(rows: dict, tuned: str, args, measure) -> dict:
+    """Where the collection overtakes the tuned DataLoader end to end; one run of each near it."""
+    collection, loader = rows["collection"], rows[tuned]
+    images = crossover(collection, loader)
+    print(
+        f"\nStart-up: collection {collection['startup_seconds']:.1f} s, tuned DataLoader "
+        f"{loader['startup_seconds']:.1f} s; steady: {collection['steady_images_per_second']:.2f} "
+        f"and {loader['steady_images_per_second']:.2f} images/s."
+    )
+    print(
+        "More cores or GPUs: the DataLoader still feeds one model in one process, while the "
+        "collection adds model actors (one per GPU, on any node) for about the same start-up, "
+        "so the crossover comes sooner; on this machine there is one model actor."
+    )
+    if images is None:
+        print("The collection is not faster once running: it does not overtake it here.")
+        return {"images": None}
+    print(f"Crossover: the collection is faster end to end from about {images:,.0f} images.")
+    check = min(args.max_check_images, max(args.num_images, 50 * math.ceil(images / 50)))
+    if args.no_crossover:
+        return {"images": images}
+    measured = {
+        "collection": measure("collection", check),
+        tuned: measure("dataloader", check, loader["loader_workers"]),
+    }
+    print(f"\nCheck on {check} images: end to end, measured (predicted):")
+    for name, base in (("collection", collection), (tuned, loader)):
+        row = measured[name]
+        print(
+            f"  {name}: {row['seconds']:.1f} s ({predicted_seconds(base, check):.1f} s), steady "
+            f"{fmt(row['steady_images_per_second'], 2)} images/s, peak shared memory "
+            f"{row['peak_shared_bytes'] / 2**20:,.0f} MiB, load {max(row['load_average']):.1f}"
+        )
+    print(f"  faster on {check} images: {min(measured, key=lambda k: measured[k]['seconds'])}.")
+    return {"images": images, "check_images": check, "check": measured}
 
 
 if __name__ == "__main__":

@@ -1,18 +1,16 @@
-"""What makes the scaled-up stage fast: torch threads in the model actors, and the benchmark's sums."""
+"""What makes the scaled-up stage fast (torch threads), and that the benchmark times notebook 01."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+import ast
+import inspect
+import json
 
+import numpy as np
 import pytest
-import torch
 
+from benchmarks import bench, pipelines
 from nbhelpers.cluster import ClusterResources, size_actor_pool, torch_threads_per_actor
-from nbhelpers.pipeline import with_torch_threads
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
 
 
 @pytest.mark.parametrize(
@@ -36,44 +34,97 @@ def test_two_core_machine_gives_the_single_actor_both_cores():
     assert plan.as_dict()["torch_threads"] == 2
 
 
-class _Recorder:
-    """A predictor that records the torch threads it sees."""
+# The benchmark's collection: notebook 01's own code, and the same Ray Data calls.
 
-    def __init__(self, offset: int):
-        self.offset = offset
-        self.threads_at_init = torch.get_num_threads()
+PIPELINE_CALLS = (
+    "start_ray",
+    "size_actor_pool",
+    "rows_per_block",
+    "from_items",
+    "map_batches",
+    "copy",
+    "write_parquet",
+)
+"""The calls of notebook 01's pipeline that the benchmark writes again."""
+
+
+def _calls(tree: ast.AST) -> list[str]:
+    """Every call of :data:`PIPELINE_CALLS` in ``tree``, as source text, in order."""
+    return [
+        ast.unparse(node)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "attr", getattr(node.func, "id", None)) in PIPELINE_CALLS
+    ]
+
+
+@pytest.mark.parametrize(
+    "notebook,runner,actor",
+    [
+        (pipelines.NOTEBOOK, pipelines.run_collection, "ResNetPredictor"),
+        (pipelines.NOTEBOOK_VIT, pipelines.run_vit, "ViTPredictor"),
+    ],
+)
+def test_the_benchmark_makes_the_notebooks_ray_data_calls_with_their_arguments(
+    notebook, runner, actor
+):
+    cells = json.loads(notebook.read_text())["cells"]
+    lesson = [  # the exercises (hidden solutions) try other arguments on purpose
+        "".join(cell["source"])
+        for cell in cells
+        if cell["cell_type"] == "code" and "solution" not in cell["metadata"].get("tags", [])
+    ]
+    in_notebook = _calls(ast.parse("\n".join(lesson)))
+    in_benchmark = [
+        call.replace(f"stamped(notebook['{actor}'])", actor)
+        for call in _calls(ast.parse(inspect.getsource(runner)))
+    ]
+    assert in_benchmark == in_notebook
+    assert any("ActorPoolStrategy" in call for call in in_notebook)
+
+
+def test_the_benchmark_runs_the_notebooks_own_model_call_and_actor():
+    names = ["classify", "EMPTY", "ResNetPredictor"]
+    notebook = pipelines.notebook_definitions(pipelines.NOTEBOOK, names)
+    assert callable(notebook["classify"]) and isinstance(notebook["ResNetPredictor"], type)
+    assert notebook["ResNetPredictor"].__module__ == pipelines.NOTEBOOK.stem
+    assert "ResNet18_Weights" not in notebook  # the exercises' imports stay out
+    with pytest.raises(LookupError, match="no_such_name"):
+        pipelines.notebook_definitions(pipelines.NOTEBOOK, ["no_such_name"])
+
+
+class _Doubler:
+    def __init__(self, factor: int):
+        self.factor = factor
 
     def __call__(self, batch: dict) -> dict:
-        return {"threads": torch.get_num_threads() + self.offset, **batch}
+        return {"path": batch["path"], "value": batch["value"] * self.factor}
 
 
-def test_with_torch_threads_sets_threads_before_init_and_on_every_call():
-    before = torch.get_num_threads()
-    try:
-        wrapped = with_torch_threads(_Recorder, 1)
-        assert wrapped.__name__ == "_Recorder" and issubclass(wrapped, _Recorder)
-        predictor = wrapped(offset=0)
-        assert predictor.threads_at_init == 1
-        torch.set_num_threads(2)
-        assert predictor({"x": 1}) == {"threads": 1, "x": 1}
-    finally:
-        torch.set_num_threads(before)
+def test_stamped_predictor_keeps_the_outputs_and_adds_its_times():
+    predictor = pipelines.stamped(_Doubler)(factor=2)
+    out = predictor({"path": np.array(["a", "b"]), "value": np.array([1, 2])})
+    assert out["value"].tolist() == [2, 4]
+    times = [out[key][0] for key in ("process_at", "init_at", "built_at", "called_at", "done_at")]
+    assert times == sorted(times) and len(out["done_at"]) == 2
 
 
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench", module)  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+def test_steady_state_counts_the_images_after_the_first_batch():
+    # 4 batches of 10 rows: the first after 10 s of start-up, then one every second.
+    batches = [[10.0, 10], [11.0, 10], [12.0, 10], [13.0, 10]]
+    assert bench.steady_images_per_second(batches) == pytest.approx(10.0)
+    assert bench.steady_images_per_second(batches[:1]) is None
+    figures = bench.figures({"launched": 0.0, "end": 14.0, "batches": batches, "phases": []})
+    assert figures["first_batch_seconds"] == 10.0
+    assert figures["images_per_second"] == pytest.approx(40 / 14)
+    assert figures["startup_seconds"] == pytest.approx(14 - 40 / 10)
 
 
-def test_benchmark_throughput_leaves_out_the_warm_up_batches():
-    bench = _bench_module()
-    # 4 batches of 10 rows: the first two slow (start-up), then one every second.
-    run = {"start": 0.0, "end": 20.0, "batches": [[10.0, 10], [15.0, 10], [16.0, 10], [17.0, 10]]}
-    figures = bench.throughput(run)
-    assert figures["num_images"] == 40
-    assert figures["images_per_second"] == pytest.approx(2.0)
-    assert figures["steady_images_per_second"] == pytest.approx(10.0)
-    assert figures["first_batch_seconds"] == pytest.approx(10.0)
+def test_crossover_where_start_up_plus_steady_time_is_equal():
+    ray = {"startup_seconds": 30.0, "steady_images_per_second": 10.0}
+    loader = {"startup_seconds": 5.0, "steady_images_per_second": 5.0}
+    images = bench.crossover(ray, loader)
+    assert images == pytest.approx(250.0)  # 30 + 250 / 10 == 5 + 250 / 5
+    assert bench.predicted_seconds(ray, 250) == pytest.approx(bench.predicted_seconds(loader, 250))
+    assert bench.crossover(loader, ray) is None  # slower once running: never overtakes
+    assert bench.crossover(ray | {"startup_seconds": 1.0}, loader) == 0.0

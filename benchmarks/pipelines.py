@@ -1,0 +1,397 @@
+"""The pipelines that ``make bench`` times, each run in a fresh process by :mod:`benchmarks.bench`.
+
+- ``collection``: notebook 01's pipeline; ``vit_resize_in_read`` and
+  ``vit_processor_in_actor``: notebook 02's, with the image processor's resize in the
+  read tasks (the notebook's way) or left to the model actor;
+- ``tutorial``: the Ray docs' batch-inference tutorial as written: ``ray.init()``,
+  ``read_images``, a row-by-row ``map`` to float32 tensors that carries the original
+  image along, one model actor;
+- ``dataloader``: a plain PyTorch ``DataLoader`` whose workers decode and transform;
+- ``model_only``: notebook 01's ``classify`` on batches already in memory: the ceiling.
+
+**How the benchmark stays what the notebooks run.** The model call, ``EMPTY`` and the
+actor class are executed from the notebook's own cells (:func:`notebook_definitions`):
+the benchmark times the notebook's code, not a copy, and a subclass only stamps the time
+on each batch (:func:`stamped`). The Ray Data calls around them are top-level statements
+in the notebook, so :func:`run_collection` and :func:`run_vit` write them again, with
+the same nbhelpers helpers, arguments and names, and ``tests/test_performance.py``
+compares them with the notebooks' call by call. Running a notebook itself through
+papermill would also time its teaching steps (the single batch, the preview, the plots)
+and could not see inside the pipeline.
+
+Every runner returns wall-clock times (``time.time()``, one clock for every process of
+the machine): ``launched``, ``end``, ``batches`` (``[done_at, rows]``) and ``phases``
+(``[name, began, ended]``, see :data:`benchmarks.bench.PHASES`).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "notebooks" / "01_resnet_classification.ipynb"
+NOTEBOOK_VIT = ROOT / "notebooks" / "02_vit_classification.ipynb"
+
+
+def notebook_definitions(notebook: Path, names: list[str]) -> dict:
+    """Execute the imports and the named top-level definitions of ``notebook``'s code cells.
+
+    The import statements of the cells up to the last definition asked for run first
+    (the exercises' imports do not), then the definitions, in the notebook's order.
+    Returns the namespace they ran in.
+    """
+    cells = json.loads(notebook.read_text())["cells"]
+    wanted, kept = set(names), []
+    for cell in (c for c in cells if c["cell_type"] == "code"):
+        for node in ast.parse("".join(cell["source"])).body if wanted else []:
+            targets = [getattr(t, "id", None) for t in getattr(node, "targets", [])]
+            defined = {getattr(node, "name", None), *targets} & set(names)
+            if isinstance(node, ast.Import | ast.ImportFrom) or defined:
+                kept.append(node)
+                wanted -= defined
+    if wanted:
+        raise LookupError(f"{notebook.name} defines no {sorted(wanted)} at the top of a cell.")
+    namespace = {"__name__": notebook.stem}
+    exec(compile(ast.Module(kept, type_ignores=[]), str(notebook), "exec"), namespace)
+    return namespace
+
+
+def stamped(predictor: type) -> type:
+    """``predictor``, adding to each batch when its actor's process started, built, called, done."""
+    import numpy as np
+
+    class Stamped(predictor):
+        def __init__(self, **kwargs):
+            self.times = {"process_at": process_started_at(os.getpid()), "init_at": time.time()}
+            super().__init__(**kwargs)
+            self.times["built_at"] = time.time()
+
+        def __call__(self, batch: dict) -> dict:
+            called = time.time()
+            out = super().__call__(batch)
+            rows = len(next(iter(batch.values())))
+            times = self.times | {"called_at": called, "done_at": time.time()}
+            return out | {key: np.full(rows, value) for key, value in times.items()}
+
+    return Stamped
+
+
+# --------------------------------------------------------------------------- the pipelines
+# Each runs in its own process and returns the wall-clock times (time.time(), one clock
+# for every process of the machine) of its phases and of every batch it finished.
+
+
+def run_collection(run: dict) -> dict:
+    """Notebook 01's pipeline: its own model call and actor; its Ray Data calls and arguments."""
+    notebook = notebook_definitions(NOTEBOOK, ["classify", "EMPTY", "ResNetPredictor"])
+    import ray
+    from torchvision.models import ResNet152_Weights
+
+    from nbhelpers import cluster, models, reading, results, sources
+
+    times = {"imported": time.time()}
+    num_actors, use_gpu, pretrained = None, None, False  # the notebook's parameters, offline
+    resources = cluster.start_ray()
+    times["ray_started"] = time.time()
+    plan = cluster.size_actor_pool(resources, num_actors=num_actors, use_gpu=use_gpu)
+    batch_size = run["batch_size"] or (64 if plan.use_gpu else 16)
+    context = ray.data.DataContext.get_current()
+    limits = context.execution_options.resource_limits
+    context.execution_options.resource_limits = limits.copy(
+        object_store_memory=plan.num_actors * 64 * 2**20
+    )
+    source = sources.find_images(run["folder"], run["num_images"])
+    spec = models.classifier_spec(ResNet152_Weights.DEFAULT)  # the notebook's spec, no model
+    rows_per_task = reading.rows_per_block(len(source.paths), plan.num_actors)
+    dataset = ray.data.from_items(
+        [{"path": path} for path in source.paths],
+        override_num_blocks=-(-len(source.paths) // rows_per_task),  # ceiling division
+    )
+    dataset = dataset.map_batches(
+        reading.decode_batch,
+        fn_kwargs={"preprocess": spec.preprocess, "filesystem": source.filesystem},
+        batch_size=rows_per_task,  # files decoded per task
+        num_cpus=plan.cpus_per_task,  # small, so that decoding always fits beside the actors
+    )
+    predictions = dataset.map_batches(
+        stamped(notebook["ResNetPredictor"]),
+        compute=ray.data.ActorPoolStrategy(size=plan.num_actors),  # a fixed pool of actors
+        num_cpus=plan.cpus_per_actor,  # CPUs each actor reserves
+        num_gpus=plan.gpus_per_actor,  # GPUs each actor reserves: 1 on a GPU cluster, else 0
+        batch_size=batch_size,  # rows per call of ResNetPredictor
+        fn_constructor_kwargs={
+            "pretrained": pretrained,
+            "use_gpu": plan.use_gpu,
+            "torch_threads": plan.torch_threads,
+        },
+        max_restarts=0,
+    )
+    output_dir = run["output_dir"]
+    times["pipeline_started"] = time.time()
+    predictions.write_parquet(f"{output_dir}/predictions", mode="overwrite")
+    times["end"] = time.time()
+    table = results.read_predictions(f"{output_dir}/predictions", source.paths)
+    return ray_pipeline_timings(run, times, table) | {"plan": plan.describe()}
+
+
+def run_vit(run: dict) -> dict:
+    """Notebook 02's pipeline; the image processor resizes in the read tasks or in the actor."""
+    names = ["load_classifier", "classify", "EMPTY", "ViTPredictor"]
+    notebook = notebook_definitions(NOTEBOOK_VIT, names)
+    import ray
+
+    from nbhelpers import cluster, reading, results, sources, vit
+
+    times = {"imported": time.time()}
+    num_actors, use_gpu, pretrained, model_id = None, None, True, run["vit_model"]
+    resources = cluster.start_ray()
+    times["ray_started"] = time.time()
+    plan = cluster.size_actor_pool(resources, num_actors=num_actors, use_gpu=use_gpu)
+    batch_size = run["batch_size"] or (64 if plan.use_gpu else 16)
+    context = ray.data.DataContext.get_current()
+    limits = context.execution_options.resource_limits
+    context.execution_options.resource_limits = limits.copy(
+        object_store_memory=plan.num_actors * 64 * 2**20
+    )
+    source = sources.find_images(run["folder"], run["num_images"])
+    device = "cuda" if plan.use_gpu else "cpu"
+    classifier = notebook["load_classifier"](pretrained, model_id, device)
+    keep_whole = run["pipeline"] == "vit_processor_in_actor"
+    preprocess = vit.read_preprocessing(classifier, keep_whole=keep_whole)
+    rows_per_task = reading.rows_per_block(len(source.paths), plan.num_actors)
+    dataset = ray.data.from_items(
+        [{"path": path} for path in source.paths],
+        override_num_blocks=-(-len(source.paths) // rows_per_task),  # ceiling division
+    )
+    dataset = dataset.map_batches(
+        reading.decode_batch,
+        fn_kwargs={"preprocess": preprocess, "filesystem": source.filesystem},
+        batch_size=rows_per_task,  # files decoded per task
+        num_cpus=plan.cpus_per_task,  # small, so that decoding always fits beside the actors
+    )
+    predictions = dataset.map_batches(
+        stamped(notebook["ViTPredictor"]),
+        compute=ray.data.ActorPoolStrategy(size=plan.num_actors),  # a fixed pool of actors
+        num_cpus=plan.cpus_per_actor,  # CPUs each actor reserves
+        num_gpus=plan.gpus_per_actor,  # GPUs each actor reserves: 1 on a GPU cluster, else 0
+        batch_size=batch_size,  # rows per call of ViTPredictor, and per run of the ViT
+        fn_constructor_kwargs={
+            "pretrained": pretrained,
+            "model_id": model_id,
+            "device": device,
+            "torch_threads": plan.torch_threads,
+        },
+        max_restarts=0,
+    )
+    output_dir = run["output_dir"]
+    times["pipeline_started"] = time.time()
+    predictions.write_parquet(f"{output_dir}/predictions", mode="overwrite")
+    times["end"] = time.time()
+    table = results.read_predictions(f"{output_dir}/predictions", source.paths)
+    return ray_pipeline_timings(run, times, table) | {"plan": plan.describe()}
+
+
+def run_tutorial(run: dict) -> dict:
+    """The Ray docs' batch-inference tutorial as written, on these images, with seeded weights."""
+    import ray
+    import torch
+    from torchvision import transforms
+    from torchvision.models import ResNet152_Weights
+
+    from nbhelpers.models import build_resnet152
+
+    times = {"imported": time.time()}
+    ray.init()
+    times["ray_started"] = time.time()
+    weights = ResNet152_Weights.DEFAULT
+    transform = transforms.Compose([transforms.ToTensor(), weights.transforms()])
+
+    def preprocess_image(row: dict) -> dict:
+        return {"original_image": row["image"], "transformed_image": transform(row["image"])}
+
+    class ResnetModel:
+        def __init__(self):
+            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            self.model = build_resnet152(pretrained=False)[0].to(self.device)
+
+        def __call__(self, batch: dict) -> dict:
+            torch_batch = torch.from_numpy(batch["transformed_image"]).to(self.device)
+            with torch.inference_mode():
+                predicted = self.model(torch_batch).argmax(dim=1).cpu().numpy()
+            return {
+                "predicted_label": [weights.meta["categories"][i] for i in predicted],
+                "original_image": batch["original_image"],
+            }
+
+    predictions = (
+        ray.data.read_images(run["paths"], mode="RGB")
+        .map(preprocess_image)
+        .map_batches(
+            stamped(ResnetModel),
+            compute=ray.data.ActorPoolStrategy(size=1),
+            batch_size=run["batch_size"] or 16,
+            **({"num_gpus": 1} if torch.cuda.is_available() else {}),
+        )
+    )
+    times["pipeline_started"] = time.time()
+    table = predictions.drop_columns(["original_image"]).to_pandas()
+    times["end"] = time.time()
+    return ray_pipeline_timings(run, times, table.assign(error=None))
+
+
+def run_dataloader(run: dict) -> dict:
+    """A ``DataLoader`` whose ``num_workers`` processes decode and transform; the model here."""
+    import torch
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision.models import ResNet152_Weights
+
+    from nbhelpers.models import build_resnet152
+
+    class ImageFiles(Dataset):
+        def __init__(self, paths: list[str], transform):
+            self.paths, self.transform = paths, transform
+
+        def __len__(self) -> int:
+            return len(self.paths)
+
+        def __getitem__(self, index: int) -> torch.Tensor:
+            with Image.open(self.paths[index]) as image:
+                return self.transform(image.convert("RGB"))
+
+    imported = time.time()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_resnet152(pretrained=False)[0].to(device)
+    built = time.time()
+    loader = DataLoader(
+        ImageFiles(run["paths"], ResNet152_Weights.DEFAULT.transforms()),
+        batch_size=run["batch_size"] or (64 if device.type == "cuda" else 16),
+        num_workers=run["loader_workers"],
+        pin_memory=device.type == "cuda",
+    )
+    batches = []
+    with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
+        for batch in loader:
+            model(batch.to(device)).float().softmax(dim=1).topk(2, dim=1)
+            batches.append([time.time(), len(batch)])
+    phases = [
+        ("imports", run["launched"], imported),
+        ("model_build", imported, built),
+        ("first_batch", built, batches[0][0]),
+    ]
+    return {"launched": run["launched"], "end": time.time(), "batches": batches, "phases": phases}
+
+
+def run_model_only(run: dict) -> dict:
+    """Notebook 01's ``classify`` on batches prepared in memory; preparing them is not timed."""
+    notebook = notebook_definitions(NOTEBOOK, ["classify"])
+    import numpy as np
+    import torch
+
+    from nbhelpers import models, reading
+
+    imported = time.time()
+    model, spec = models.build_resnet152(pretrained=False)
+    model = model.to("cuda" if torch.cuda.is_available() else "cpu")
+    built = time.time()
+    size = run["batch_size"] or (64 if torch.cuda.is_available() else 16)
+    images = [reading.prepare_image(path, spec.preprocess, None).image for path in run["paths"]]
+    chunks = [np.stack(images[i : i + size]) for i in range(0, len(images), size)]
+    shift = time.time() - built  # the other pipelines prepare their inputs as the model runs
+    batches = []
+    for chunk in chunks:
+        notebook["classify"](model, chunk, spec)
+        batches.append([time.time() - shift, len(chunk)])
+    phases = [
+        ("imports", run["launched"], imported),
+        ("model_build", imported, built),
+        ("first_batch", built, batches[0][0]),
+    ]
+    return {
+        "launched": run["launched"],
+        "end": time.time() - shift,
+        "batches": batches,
+        "phases": phases,
+    }
+
+
+def process_started_at(pid: int) -> float:
+    """When process ``pid`` started, on ``time.time()``'s clock (to 10 ms, from /proc on Linux)."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        booted = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+        return booted + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError, AttributeError):
+        return psutil.Process(pid).create_time()
+
+
+def ray_pipeline_timings(run: dict, times: dict, table) -> dict:
+    """Phases and batches of a Ray pipeline whose model actor was :func:`stamped`.
+
+    The first read task comes from Ray's task timeline; the worker processes from this
+    driver's process tree (those started before the pipeline were pre-started by Ray).
+    """
+    import logging
+
+    import ray
+
+    if table["error"].notna().any():
+        raise RuntimeError(f"Benchmark images failed: {table['error'].dropna().iloc[0]}")
+    logging.getLogger("ray._private.state").setLevel(logging.ERROR)  # a notice about the future
+    reads = [event for event in ray.timeline() if event["name"].endswith("_map_task")]
+    read = min(reads, key=lambda event: event["ts"]) if reads else None
+    workers = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if " ".join(process.cmdline()).startswith("ray::"):
+                workers.append(process_started_at(process.pid))
+        except psutil.Error:
+            pass
+    ray.shutdown()
+    start, first = times["pipeline_started"], table.loc[table["done_at"].idxmin()]
+    worker = max(start, first["process_at"])
+    phases = [
+        ("imports", run["launched"], times["imported"]),
+        ("ray_init", times["imported"], times["ray_started"]),
+        ("setup", times["ray_started"], start),
+        *(
+            [("first_read_task", read["ts"] / 1e6, (read["ts"] + read["dur"]) / 1e6)]
+            if read
+            else []
+        ),
+        ("actor_worker_wait", start, worker),
+        ("actor_worker_start", worker, first["init_at"]),
+        ("model_build", first["init_at"], first["built_at"]),
+        ("data_wait", first["built_at"], first["called_at"]),
+        ("first_batch", first["called_at"], first["done_at"]),
+    ]
+    return {
+        "launched": run["launched"],
+        "end": times["end"],
+        "batches": [[float(at), int(rows)] for at, rows in table.groupby("done_at").size().items()],
+        "phases": phases,
+        "workers": [sum(at < start for at in workers), sum(at >= start for at in workers)],
+    }
+
+
+RUNNERS = {
+    "collection": run_collection,
+    "vit_resize_in_read": run_vit,
+    "vit_processor_in_actor": run_vit,
+    "tutorial": run_tutorial,
+    "dataloader": run_dataloader,
+    "model_only": run_model_only,
+}
+
+
+if __name__ == "__main__":  # python -m benchmarks.pipelines '{"pipeline": ..., "output_dir": ...}'
+    run = json.loads(sys.argv[1])
+    timings = RUNNERS[run["pipeline"]](run)
+    (Path(run["output_dir"]) / "run.json").write_text(json.dumps(timings))
