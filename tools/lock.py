@@ -28,7 +28,7 @@ from nbhelpers.cache import PROJECT_ROOT
 from tools.doctor import PYTHON_VERSIONS
 
 CONSTRAINTS = PROJECT_ROOT / "constraints.txt"
-EXTRAS = "test,bench"
+EXTRAS = "test,bench,browser"
 PROJECT = "nbhelpers"
 SUPPORTED_PYTHONS = tuple(
     f"3.{minor}" for minor in range(PYTHON_VERSIONS[0][1], PYTHON_VERSIONS[1][1] + 1)
