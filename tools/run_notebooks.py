@@ -4,7 +4,7 @@ Each notebook is executed by :func:`tools.papermill_runner.execute_notebook`, wi
 an outer time limit. A run leaves everything in one folder, ``outputs/run/``
 (``make run``) or ``outputs/smoke/`` (``make smoke``), replaced by the next run of
 the same kind: per notebook its executed copy, an HTML rendering,
-``predictions.parquet`` and ``summary.json``; and ``index.md`` and ``index.html``
+``predictions/`` and ``summary.json``; and ``index.md`` and ``index.html``
 with one row per notebook (see :mod:`tools.report`).
 """
 
