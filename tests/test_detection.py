@@ -217,7 +217,12 @@ def test_pretrained_detector_without_network_or_cache_fails_clearly(tmp_path, mo
 
 @pytest.fixture(scope="module")
 def offline_detector():
-    return build_fasterrcnn(pretrained=False)
+    """The offline detector, run on one thread: on a busy 2-core machine, two threads that
+    wait for each other make a forward pass several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield build_fasterrcnn(pretrained=False)
+    torch.set_num_threads(threads)
 
 
 def test_offline_detector_is_the_same_in_every_build(offline_detector):
