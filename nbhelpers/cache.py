@@ -1,10 +1,7 @@
-"""The project's folders on disk: its root, and the cache of prefetched datasets.
+"""The project's folders on disk: its root, and the local copies of ``s3://`` datasets.
 
-``make prefetch`` (``python -m tools.prefetch``) copies an ``s3://`` dataset into
-``cache/datasets/<bucket>/<prefix>`` at the project's root (``NBHELPERS_CACHE``
-moves the whole cache folder) and writes a marker file beside the copy once every
-file is there. :func:`nbhelpers.sources.find_images` then reads the local copy
-instead of S3; :func:`local_copy_of` is how it finds one.
+``make prefetch`` copies a dataset into ``cache/datasets/<bucket>/<prefix>`` and, once
+every file is there, writes a marker beside it; then ``find_images`` reads the copy.
 """
 
 from __future__ import annotations
@@ -13,30 +10,17 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-"""The folder that holds ``notebooks/``, ``nbhelpers/`` and ``pyproject.toml``."""
-
-IMAGENETTE_VAL_URI = "s3://anonymous@air-example-data-2/imagenette2/val/"
-"""The Imagenette validation split on the public bucket the Ray docs use."""
-
-VOC_ANIMALS_URI = "s3://anonymous@air-example-data/AnimalDetection/JPEGImages/"
-"""The Pascal VOC cats-and-dogs subset on the public bucket the Ray docs use."""
-
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # holds notebooks/ and nbhelpers/
 CACHE_ENV = "NBHELPERS_CACHE"
-"""Environment variable that moves the project's cache folder."""
-
-MARKER_SUFFIX = ".prefetched.json"
-"""``<copy folder>.prefetched.json`` is written beside a local copy once all its files are there."""
-
-
-def cache_dir() -> Path:
-    """The project's cache folder: ``$NBHELPERS_CACHE``, or ``cache/`` at the project's root."""
-    return Path(os.environ.get(CACHE_ENV) or PROJECT_ROOT / "cache").expanduser().resolve()
+# The Imagenette validation split and the Pascal VOC cats and dogs, on the Ray docs' buckets.
+IMAGENETTE_VAL_URI = "s3://anonymous@air-example-data-2/imagenette2/val/"
+VOC_ANIMALS_URI = "s3://anonymous@air-example-data/AnimalDetection/JPEGImages/"
 
 
 def dataset_cache_dir() -> Path:
-    """Where local copies of ``s3://`` datasets go: ``<cache>/datasets``."""
-    return cache_dir() / "datasets"
+    """Where local copies of ``s3://`` datasets go: ``<$NBHELPERS_CACHE or cache/>/datasets``."""
+    cache = Path(os.environ.get(CACHE_ENV) or PROJECT_ROOT / "cache")
+    return cache.expanduser().resolve() / "datasets"
 
 
 def local_copy_path(uri: str) -> Path:
@@ -49,15 +33,11 @@ def local_copy_path(uri: str) -> Path:
 
 def marker_path(folder: Path) -> Path:
     """The file that marks ``folder`` as a complete copy (beside it, not among the images)."""
-    return folder.with_name(folder.name + MARKER_SUFFIX)
+    return folder.with_name(folder.name + ".prefetched.json")
 
 
 def local_copy_of(uri: str) -> Path | None:
-    """The complete local copy of ``uri`` made by ``make prefetch``, or ``None``.
-
-    A copy counts once its marker file exists, so an interrupted download is never
-    used as if it were the dataset.
-    """
+    """The complete local copy of ``uri`` made by ``make prefetch`` (with its marker), or ``None``."""
     if not str(uri).startswith("s3://") or not urlparse(str(uri)).hostname:
         return None  # not S3, or no bucket: find_images explains what is wrong
     folder = local_copy_path(str(uri))

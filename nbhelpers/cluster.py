@@ -1,8 +1,7 @@
 """Start or join Ray, and size the model actor pool so that the job always progresses.
 
-On a 2-core laptop an actor pool whose actors take every CPU leaves nothing for
-the read and preprocessing tasks, and the job waits forever without an error.
-:func:`size_actor_pool` always leaves CPU for those tasks.
+An actor pool that takes every CPU leaves none for the read tasks: the job then waits
+forever without an error. :func:`size_actor_pool` always leaves CPU for them.
 """
 
 from __future__ import annotations
@@ -19,6 +18,8 @@ import nbhelpers
 from nbhelpers.connect import choose_token_authentication, join_cluster
 from nbhelpers.progress import quiet_ray_output
 
+ACTOR_START_TIMEOUT_S = 600  # on a cluster: how long the actors may take to start and load
+
 
 class GPUUnavailableError(RuntimeError):
     """GPUs were asked for, and the Ray cluster has none."""
@@ -31,8 +32,7 @@ class ClusterResources:
     cpus: float
     gpus: float
     nodes: int = 1
-    node_cpus: tuple[float, ...] = ()
-    """CPUs of each alive node that has any (empty: not known, treated as one node)."""
+    node_cpus: tuple[float, ...] = ()  # of each alive node that has any; () if not known
 
     @classmethod
     def from_ray(cls) -> ClusterResources:
@@ -57,28 +57,16 @@ class ClusterResources:
 
 @dataclass(frozen=True)
 class ActorPoolPlan:
-    """How many model actors to run, what each reserves, and what is left for the rest.
-
-    Attributes:
-        num_actors: size of the model actor pool.
-        cpus_per_actor: CPUs each model actor reserves (may be fractional).
-        gpus_per_actor: GPUs each model actor reserves (0 or 1).
-        cpus_per_task: CPUs each read-and-preprocess task reserves.
-        cpus_left_for_tasks: CPUs that no actor can take, kept for those tasks.
-        use_gpu: whether the model runs on GPUs.
-        notes: what was adjusted and why, for the notebook to print.
-        torch_threads: intra-op threads each model actor gives torch (see
-            :func:`torch_threads_per_actor`).
-    """
+    """How many model actors to run, what each reserves, and what is left for the rest."""
 
     num_actors: int
-    cpus_per_actor: float
-    gpus_per_actor: float
-    cpus_per_task: float
-    cpus_left_for_tasks: float
+    cpus_per_actor: float  # may be fractional
+    gpus_per_actor: float  # 0 or 1
+    cpus_per_task: float  # what each read-and-preprocess task reserves
+    cpus_left_for_tasks: float  # CPUs that no actor can take
     use_gpu: bool
-    notes: tuple[str, ...] = ()
-    torch_threads: int = 1
+    notes: tuple[str, ...] = ()  # what was adjusted and why, for the notebook to print
+    torch_threads: int = 1  # see torch_threads_per_actor
 
     @property
     def device(self) -> str:
@@ -102,45 +90,19 @@ class ActorPoolPlan:
         return " ".join([text, *self.notes])
 
 
-def require_gpus(resources: ClusterResources, use_gpu: bool | None) -> bool:
-    """Decide whether to use GPUs; fail before any work if they are asked for but absent.
-
-    Args:
-        resources: what the cluster offers.
-        use_gpu: ``True`` requires GPUs, ``False`` forbids them, ``None`` uses them
-            when there are any.
-
-    Raises:
-        GPUUnavailableError: ``use_gpu=True`` and the cluster has no GPU.
-    """
-    if use_gpu and resources.gpus < 1:
-        raise GPUUnavailableError(
-            f"use_gpu=True, but the Ray cluster has no GPU ({resources.cpus:g} CPUs, "
-            f"{resources.gpus:g} GPUs). Run with use_gpu=None (use GPUs when present) or "
-            "use_gpu=False to run on CPU, or connect to a cluster with GPUs (RAY_ADDRESS)."
-        )
-    return resources.gpus >= 1 if use_gpu is None else bool(use_gpu)
-
-
 def torch_threads_per_actor(
     resources: ClusterResources, num_actors: int, use_gpu: bool, cpus_per_actor: float
 ) -> int:
-    """Intra-op threads for torch in each model actor.
+    """Intra-op threads for torch in each model actor: GPU actors, the CPUs they reserved.
 
-    GPU actors: the whole CPUs they reserved (at least one); the GPU does the work.
-
-    CPU actors: every core of the node, shared among the actors on it. Ray would give
-    an actor one thread per reserved CPU: one on a 2-core machine, where the other is
-    kept for reading. That reservation is bookkeeping for the scheduler; decoding a
-    photo takes milliseconds against hundreds for a forward pass, so the kept core is
-    mostly idle, and torch using it too was measured ~1.5x faster on 2 cores.
+    CPU actors share every core of their node, the one kept for reading too: decoding
+    takes milliseconds against hundreds for a forward pass, so that core is mostly idle,
+    and torch using it was measured ~1.5x faster on 2 cores.
     """
     if use_gpu:
         return max(1, int(cpus_per_actor))
     nodes = max(1, resources.nodes)
-    cpus_per_node = resources.cpus / nodes
-    actors_per_node = math.ceil(num_actors / nodes)
-    return max(1, math.floor(cpus_per_node / actors_per_node))
+    return max(1, math.floor(resources.cpus / nodes / math.ceil(num_actors / nodes)))
 
 
 def size_actor_pool(
@@ -149,24 +111,29 @@ def size_actor_pool(
     """Size the model actor pool from the cluster's resources.
 
     GPUs: one actor per GPU. CPU only: about three quarters of the CPUs go to model
-    actors, the rest (at least one CPU, or half of a single CPU) stays free for the
-    read and preprocessing tasks, so the pipeline never deadlocks. A request for
-    more actors than fit is reduced to what fits, with a note that says so.
-
-    Args:
-        resources: what the cluster offers (:meth:`ClusterResources.from_ray`).
-        num_actors: the pool size asked for (``None``: chosen here).
-        use_gpu: see :func:`require_gpus`.
+    actors; the rest (at least one CPU, or half of a single CPU) stays free for the
+    read tasks, so the pipeline never deadlocks. A request for more actors than fit
+    is reduced to what fits, with a note that says so. ``use_gpu=None``: GPUs if any;
+    ``use_gpu=True`` without GPUs raises :class:`GPUUnavailableError` before any work.
     """
-    gpu = require_gpus(resources, use_gpu)
+    if use_gpu and resources.gpus < 1:
+        raise GPUUnavailableError(
+            f"use_gpu=True, but the Ray cluster has no GPU ({resources.cpus:g} CPUs, "
+            f"{resources.gpus:g} GPUs). Run with use_gpu=None (use GPUs when present) or "
+            "use_gpu=False to run on CPU, or connect to a cluster with GPUs (RAY_ADDRESS)."
+        )
+    gpu = resources.gpus >= 1 if use_gpu is None else bool(use_gpu)
     cpus = resources.cpus
     if cpus <= 0:
         raise RuntimeError("The Ray cluster reports no CPU; cannot run any task.")
+    if num_actors is not None and num_actors < 1:
+        raise ValueError(f"num_actors must be at least 1 or None, got {num_actors}.")
     notes: list[str] = []
     reserve = cpus / 2 if cpus < 2 else max(1.0, math.floor(cpus / 4))
     for_actors = cpus - reserve
-    if num_actors is not None and num_actors < 1:
-        raise ValueError(f"num_actors must be at least 1 or None, got {num_actors}.")
+    # An actor, and a read task, runs on one node: each must fit on the smallest.
+    nodes = len(resources.node_cpus)
+    smallest = min(resources.node_cpus) if nodes > 1 else math.inf
     if gpu:
         most = int(resources.gpus)
         actors = most if num_actors is None else min(num_actors, most)
@@ -174,8 +141,7 @@ def size_actor_pool(
             notes.append(
                 f"Asked for {num_actors} actors, the cluster has {most} GPU(s): using {actors}."
             )
-        cpus_per_actor = min(1.0, for_actors / actors)
-        gpus_per_actor = 1.0
+        cpus_per_actor, gpus_per_actor = min(1.0, for_actors / actors), 1.0
     else:
         if num_actors is None:
             cpus_per_actor = max(1.0, math.floor(for_actors / 4)) if for_actors >= 1 else for_actors
@@ -188,9 +154,17 @@ def size_actor_pool(
                     f"{actors} actors share {for_actors:g} CPUs ({cpus_per_actor:.2g} each), "
                     f"so that {reserve:g} CPU stays free for reading and preprocessing."
                 )
-        cpus_per_actor = _fit_on_one_node(resources, cpus_per_actor, notes)
+        if cpus_per_actor > smallest:
+            notes.append(
+                f"Each actor reserves {smallest:g} CPUs, as many as the smallest node has, "
+                f"so that it fits on any node (not {cpus_per_actor:g})."
+            )
+            cpus_per_actor = smallest
         gpus_per_actor = 0.0
-    cpus_per_task = min(1.0, reserve, _cpus_left_on_each_node(resources, actors, cpus_per_actor))
+    cpus_per_task = min(1.0, reserve)
+    if nodes > 1:  # what the actors, spread evenly, leave free on each node
+        left = smallest - math.ceil(actors / nodes) * cpus_per_actor
+        cpus_per_task = min(cpus_per_task, max(left, smallest / 4))
     if cpus_per_task == cpus_per_actor and gpus_per_actor == 0:
         # Equal resources would let Ray Data fuse decoding into the model actor,
         # leaving the reserved CPU idle; half-CPU tasks keep the stages apart.
@@ -207,46 +181,9 @@ def size_actor_pool(
     )
 
 
-def _fit_on_one_node(resources: ClusterResources, cpus_per_actor: float, notes: list[str]) -> float:
-    """``cpus_per_actor``, capped at the CPUs of the smallest node of a multi-node cluster.
-
-    An actor runs on one node: on two 2-CPU nodes, one actor asking for 3 CPUs fits
-    nowhere and the pool would wait for it forever.
-    """
-    if len(resources.node_cpus) < 2 or cpus_per_actor <= min(resources.node_cpus):
-        return cpus_per_actor
-    smallest = min(resources.node_cpus)
-    notes.append(
-        f"Each actor reserves {smallest:g} CPUs, as many as the smallest node has, "
-        f"so that it fits on any node (not {cpus_per_actor:g})."
-    )
-    return smallest
-
-
-def _cpus_left_on_each_node(
-    resources: ClusterResources, num_actors: int, cpus_per_actor: float
-) -> float:
-    """CPUs that the model actors leave free on each node, when they spread evenly.
-
-    Ray Data spreads the actors over the nodes. A read task must fit on one node:
-    with two 1-CPU nodes and one half-CPU actor on each, a 1-CPU task fits nowhere
-    and the job would wait forever. Single-node clusters are not limited here.
-    """
-    if len(resources.node_cpus) < 2:
-        return math.inf
-    actors_per_node = math.ceil(num_actors / len(resources.node_cpus))
-    left = min(resources.node_cpus) - actors_per_node * cpus_per_actor
-    return max(left, min(resources.node_cpus) / 4)
-
-
 def _runtime_env(remote: bool) -> dict:
-    """The settings every worker needs; on a remote cluster, also the ``nbhelpers`` package.
-
-    A local Ray's workers run in this Python environment and import ``nbhelpers``
-    from it, as the notebook does. Shipping the package anyway would cost start-up
-    time: Ray's pre-started workers could not serve tasks with another
-    ``runtime_env``, and would be started a second time.
-    """
+    """The settings every worker needs; on a remote cluster, also the ``nbhelpers`` package
+    (a local Ray's workers import it from here: shipping it would slow their start)."""
     keep = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TORCH_HOME")
     env = {"env_vars": {name: os.environ[name] for name in keep if name in os.environ}}
     if remote:
@@ -255,19 +192,7 @@ def _runtime_env(remote: bool) -> dict:
 
 
 def start_ray(num_cpus: int | None = None) -> ClusterResources:
-    """Start a local Ray instance, or join the cluster in ``RAY_ADDRESS``.
-
-    Safe to call again in the same kernel: a running instance is reused. On a
-    cluster, ``nbhelpers`` is shipped to the workers (``runtime_env``), so the
-    nodes do not need it installed.
-
-    Args:
-        num_cpus: CPUs for a local instance (``None``: all of this machine's).
-            Ignored when joining an existing cluster.
-
-    Returns:
-        The cluster's resources.
-    """
+    """Start a local Ray instance (with ``num_cpus``), or join the cluster in ``RAY_ADDRESS``."""
     address = os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
         # WARNING, not INFO: Ray's start-up and Ray Data's plan logs would fill the cell.
@@ -281,14 +206,10 @@ def start_ray(num_cpus: int | None = None) -> ClusterResources:
             join_cluster(address, options)
     quiet_ray_output()
     if address:
-        # On a cluster, an actor pool that cannot be placed fails after this long
-        # with a message about resources, instead of waiting forever.
+        # An actor pool that cannot be placed fails after this long with a message
+        # about resources, instead of waiting forever.
         ray.data.DataContext.get_current().wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
     return ClusterResources.from_ray()
-
-
-ACTOR_START_TIMEOUT_S = 600
-"""On a cluster: how long the model actors may take to start (and load their model)."""
 
 
 def stop_ray() -> None:

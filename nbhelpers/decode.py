@@ -1,13 +1,12 @@
 """Read one file and decode it into an RGB image the way a person sees the photo.
 
 Every failure becomes a :class:`DecodeError` whose message is a short reason
-(``"empty file (0 bytes)"``, ``"truncated image: ..."``, ``"unreadable file: ..."``), so
-one bad file never stops a job: its row says why it was not predicted. The text
-before the first ``:`` or ``(`` is the kind of failure, stable enough to count by.
+(``"empty file (0 bytes)"``), so one bad file never stops a job: its row says why.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import io
 import os
@@ -17,7 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 import pyarrow.fs as pafs
-from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 from nbhelpers.sources import path_on_disk, printable_path
 
@@ -30,14 +29,12 @@ Image.MAX_IMAGE_PIXELS = 100_000_000
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "La", "RGBa"}
 _REDUCIBLE_MODES = {"L", "LA", "La", "RGB", "RGBA", "RGBa", "CMYK", "YCbCr", "I", "F"}
-_ORIENTATION_TAG = 0x0112
 with contextlib.suppress(ImportError):  # HEIC/HEIF photos, with the optional plugin
     from pillow_heif import register_heif_opener
 
     register_heif_opener()
 
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-_MAX_REASON_CHARS = 200
 
 
 class DecodeError(Exception):
@@ -45,20 +42,13 @@ class DecodeError(Exception):
 
 
 def failure_kind(reason: str) -> str:
-    """The kind of a failure reason, its text before the first ``:`` or ``(``, to count by.
-
-    ``"truncated image: image file is truncated (75 bytes not processed)"`` -> ``"truncated image"``.
-    """
+    """The kind of a failure reason, its text before the first ``:`` or ``(``, to count by."""
     cut = min((i for i in (reason.find(":"), reason.find("(")) if i > 0), default=len(reason))
     return reason[:cut].strip()
 
 
 def read_bytes(path: str, filesystem: pafs.FileSystem | None = None) -> bytes:
-    """The bytes of ``path``, from the local disk or from ``filesystem`` (S3).
-
-    Raises:
-        DecodeError: ``"unreadable file: ..."``: missing, a directory, a broken link, ...
-    """
+    """The bytes of ``path``, from the local disk or ``filesystem`` (S3); else a DecodeError."""
     if filesystem is None:
         with _open_local(path) as file:
             return file.read()
@@ -70,26 +60,22 @@ def read_bytes(path: str, filesystem: pafs.FileSystem | None = None) -> bytes:
 
 
 def _open_local(path: str) -> BinaryIO:
-    """Open a local file for reading, once it is known to be a regular file: a FIFO named
-    ``x.jpg`` would block ``open`` forever, a broken link would give an unclear error."""
+    """Open a local file once known to be a regular file (``open`` blocks on a FIFO ``x.jpg``)."""
     path = path_on_disk(path)
     try:
-        info = os.stat(path)
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise DecodeError("unreadable file: it is a directory")
+        if not stat.S_ISREG(mode):
+            raise DecodeError("unreadable file: not a regular file (a pipe, socket or device)")
+        return open(path, "rb")
     except FileNotFoundError:
         if os.path.islink(path):
-            target = os.fsdecode(os.readlink(path))
+            target = printable_path(os.fsdecode(os.readlink(path)))
             raise DecodeError(
-                f"unreadable file: broken symbolic link (points to {printable_path(target)!r})"
+                f"unreadable file: broken symbolic link (points to {target!r})"
             ) from None
         raise DecodeError("unreadable file: no such file (moved or deleted?)") from None
-    except OSError as error:
-        raise DecodeError(f"unreadable file: {error.strerror or error}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise DecodeError("unreadable file: it is a directory")
-    if not stat.S_ISREG(info.st_mode):
-        raise DecodeError("unreadable file: not a regular file (a pipe, socket or device)")
-    try:
-        return open(path, "rb")
     except OSError as error:
         raise DecodeError(f"unreadable file: {error.strerror or error}") from None
 
@@ -97,20 +83,11 @@ def _open_local(path: str) -> BinaryIO:
 def decode_image(
     data: bytes, min_side: int | None = None, *, min_long_side: int | None = None
 ) -> Image.Image:
-    """Decode ``data`` into an RGB PIL image.
+    """Decode ``data`` into an RGB PIL image; raises :class:`DecodeError` with a short reason.
 
-    Args:
-        data: the file's bytes.
-        min_side: large images are decoded (JPEG) or shrunk by a whole factor that keeps
-            the shorter side at least this long: a 12000 x 12000 JPEG costs MBs, not 400.
-        min_long_side: the reduction also keeps the longer side at least this long.
-
-    Returns:
-        The RGB image; ``image.info["original_size"]`` is the (width, height) of the
-        full-size image as viewed, before any reduced-scale decoding.
-
-    Raises:
-        DecodeError: with a short reason (empty, not an image, truncated, too large).
+    Large images are decoded (JPEG) or shrunk by the largest whole factor that keeps the
+    sides at least ``min_side`` and ``min_long_side`` long: a 12000 x 12000 JPEG costs
+    MBs, not 400. ``image.info["original_size"]`` is the full size as viewed.
     """
     if not data:
         raise DecodeError("empty file (0 bytes)")
@@ -124,10 +101,7 @@ def load_image(
     *,
     min_long_side: int | None = None,
 ) -> Image.Image:
-    """Read and decode one image file (see :func:`decode_image`); raises :class:`DecodeError`.
-
-    Local files are decoded straight from disk (a large non-image is never read whole).
-    """
+    """Read and decode one image file (see :func:`decode_image`), streaming local files."""
     if filesystem is not None:
         return decode_image(read_bytes(path, filesystem), min_side, min_long_side=min_long_side)
     with _open_local(path) as file:
@@ -142,19 +116,27 @@ def _decode(stream: BinaryIO, min_side: int | None, min_long_side: int | None) -
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(stream)
-            original_size = _viewed_size(image)
+            original_size = image.size
+            with contextlib.suppress(Exception):  # a broken EXIF block must not fail the image
+                if int(image.getexif().get(ExifTags.Base.Orientation, 1)) in (5, 6, 7, 8):
+                    original_size = original_size[::-1]  # the photo is viewed on its side
             factor = _reduction_factor(image.size, min_side, min_long_side)
             if factor > 1 and image.format == "JPEG":
                 # The JPEG decoder can skip detail at 1/2, 1/4 or 1/8 scale.
                 width, height = image.size
                 image.draft(image.mode, (-(-width // factor), -(-height // factor)))
             image.load()
-            image = _reduce(image, _reduction_factor(image.size, min_side, min_long_side))
-            rgb = _as_viewed_rgb(_upright(image))
-    except DecodeError:
-        raise
+            factor = _reduction_factor(image.size, min_side, min_long_side)
+            if factor > 1 and image.mode.startswith("I;16"):
+                image = image.convert("I")
+            if factor > 1 and image.mode in _REDUCIBLE_MODES:  # a box filter, keeping EXIF etc.
+                info, image = image.info, image.reduce(factor)
+                image.info = dict(info)
+            with contextlib.suppress(Exception):  # a broken EXIF block must not fail the image
+                image = ImageOps.exif_transpose(image)
+            rgb = _as_viewed_rgb(image)
     except UnidentifiedImageError:
-        raise DecodeError(_unrecognised_reason(_head(stream))) from None
+        raise DecodeError(_unrecognised_reason(stream)) from None
     except Image.DecompressionBombError as error:
         raise DecodeError(f"image too large: {_short(error)}") from None
     except MemoryError:
@@ -162,56 +144,16 @@ def _decode(stream: BinaryIO, min_side: int | None, min_long_side: int | None) -
     except OSError as error:
         kind = "truncated image" if "truncated" in str(error) else "corrupt image"
         raise DecodeError(f"{kind}: {_short(error)}") from None
-    except Exception as error:  # noqa: BLE001 - any decoder surprise is a corrupt file
+    except Exception as error:  # any decoder surprise is a corrupt file
         raise DecodeError(f"corrupt image: {type(error).__name__}: {_short(error)}") from None
     rgb.info["original_size"] = original_size
     return rgb
 
 
-def _reduction_factor(
-    size: tuple[int, int], min_side: int | None, min_long_side: int | None
-) -> int:
+def _reduction_factor(size: tuple[int, int], min_side: int | None, min_long: int | None) -> int:
     """The largest whole factor that keeps the sides at least as long as asked (1: none)."""
-    if not min_side and not min_long_side:
-        return 1
-    short, long = min(size), max(size)
-    factors = []
-    if min_side:
-        factors.append(short // min_side)
-    if min_long_side:
-        factors.append(long // min_long_side)
-    return max(1, min(factors))
-
-
-def _reduce(image: Image.Image, factor: int) -> Image.Image:
-    """Shrink by a whole ``factor`` (box filter), keeping ``info`` (EXIF, colour profile)."""
-    if factor <= 1:
-        return image
-    if image.mode.startswith("I;16"):
-        image = image.convert("I")
-    if image.mode not in _REDUCIBLE_MODES:
-        return image
-    reduced = image.reduce(factor)
-    reduced.info = dict(image.info)
-    return reduced
-
-
-def _viewed_size(image: Image.Image) -> tuple[int, int]:
-    """(width, height) as viewed: swapped when the EXIF orientation turns the image on its side."""
-    try:
-        orientation = int(image.getexif().get(_ORIENTATION_TAG, 1))
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not fail the image
-        orientation = 1
-    width, height = image.size
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-
-
-def _upright(image: Image.Image) -> Image.Image:
-    """The image turned the way the camera meant it to be seen (Pillow's ``exif_transpose``)."""
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not fail the image
-        return image
+    wanted = ((min(size), min_side), (max(size), min_long))
+    return max(1, min((side // least for side, least in wanted if least), default=1))
 
 
 def _as_viewed_rgb(image: Image.Image) -> Image.Image:
@@ -224,13 +166,12 @@ def _as_viewed_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P":
         image = image.convert("RGBA" if image.palette and image.palette.mode == "RGBA" else "RGB")
     if image.mode in _ALPHA_MODES:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba).convert("RGB")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
     if icc_profile and image.mode in ("RGB", "CMYK"):
-        converted = _to_srgb(image, icc_profile)
-        if converted is not None:
-            return converted
+        with contextlib.suppress(Exception):  # a broken profile: a plain conversion
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+            return ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
     return image.convert("RGB")
 
 
@@ -248,52 +189,29 @@ def _scale_to_8_bits(image: Image.Image) -> Image.Image:
     return Image.fromarray(scaled, "L")
 
 
-def _to_srgb(image: Image.Image, icc_profile: bytes) -> Image.Image | None:
-    """``image`` converted from its embedded colour profile to sRGB (``None``: cannot)."""
-    try:
-        source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
-        return ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
-    except Exception:  # noqa: BLE001 - a broken profile falls back to a plain conversion
-        return None
-
-
-def _unrecognised_reason(head: bytes) -> str:
+def _unrecognised_reason(stream: BinaryIO) -> str:
     """Why Pillow did not recognise a file, guessed from its first bytes."""
-    text = head.lstrip().lower()
+    head = b""
+    with contextlib.suppress(OSError, ValueError):
+        stream.seek(0)
+        head = stream.read(512)
     if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"hevc"):
         return "unsupported format: HEIC/HEIF photo (install pillow-heif or convert it to JPEG)"
     if head[4:8] == b"ftyp":
         return "not an image: a video or other ISO media file"
-    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+    if head.lstrip().lower().startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
         return "not an image: the file holds a web page or XML (a failed download?)"
     for magic, what in ((b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive")):
         if head.startswith(magic):
             return f"not an image: the file is {what}"
-    if _looks_like_text(head):
-        return "not an image: the file holds text"
+    if head and b"\x00" not in head:
+        with contextlib.suppress(UnicodeDecodeError):  # a character cut at the end is fine
+            codecs.getincrementaldecoder("utf-8")().decode(head)
+            return "not an image: the file holds text"
     return "not an image: format not recognised"
-
-
-def _looks_like_text(head: bytes) -> bool:
-    """Whether ``head`` reads as UTF-8 text (a cut multi-byte character at the end is fine)."""
-    if not head or b"\x00" in head:
-        return False
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return error.start >= len(head) - 3
-    return True
-
-
-def _head(stream: BinaryIO) -> bytes:
-    """The first bytes of ``stream`` (empty when it cannot be read again)."""
-    with contextlib.suppress(OSError, ValueError):
-        stream.seek(0)
-        return stream.read(512)
-    return b""
 
 
 def _short(error: BaseException) -> str:
     """An exception's message on one line, cut to a readable length."""
     text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= _MAX_REASON_CHARS else text[: _MAX_REASON_CHARS - 3] + "..."
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -10,28 +10,15 @@ import ray
 
 
 def quiet_ray_output() -> None:
-    """Progress as a live display in notebooks; no false alarms, no deprecation noise.
+    """Draw Ray Data's progress as a live display in a notebook; no false alarms or noise.
 
-    The notebooks pass ``map_batches(..., max_restarts=0)``: Ray Data otherwise starts
-    its actors with infinite restarts and its own state in the object store, a
-    combination for which Ray logs an error line, and an actor that runs out of memory
-    would restart forever. Ray 2.60 takes that option only through its extra keyword
-    arguments, deprecated in favour of named ones it does not have yet.
+    Ray 2.60 takes ``map_batches(..., max_restarts=0)`` (else an actor out of memory
+    restarts forever) only through deprecated extra arguments: that warning is hidden.
+    Ray Data asks ``sys.stdout.isatty()`` whether anyone watches; a notebook kernel says
+    no, and Ray Data logs dozens of progress lines per run. In a kernel, the output is
+    marked interactive instead, for the rich progress display (a live table of bars).
     """
     warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-    show_progress_in_notebook()
-
-
-def show_progress_in_notebook() -> None:
-    """Draw Ray Data's progress as a live display in a Jupyter notebook, not as log lines.
-
-    Ray Data 2.60 decides from ``sys.stdout.isatty()`` whether anyone watches: a
-    notebook kernel's output says no, so Ray Data logs its progress instead, dozens
-    of lines per run. In a kernel, this marks the output as interactive and turns on
-    Ray Data's rich progress display, which JupyterLab shows as a live table of bars
-    (an output widget) and which leaves no text behind under papermill. Ray Data's
-    own INFO messages go too; warnings and errors stay. Outside a kernel: nothing.
-    """
     shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
     if type(shell).__name__ != "ZMQInteractiveShell" or not hasattr(sys.stdout, "_isatty"):
         return
@@ -44,10 +31,6 @@ def show_progress_in_notebook() -> None:
 
 
 def _not_the_busy_cpu_warning(record: logging.LogRecord) -> bool:
-    """Drop Ray Data's "no available CPUs" warning, a false alarm in these notebooks.
-
-    ``write_parquet`` checks the free CPUs again just after its run, while the model
-    actors still hold theirs: the warning then says that a job which just finished
-    "will hang". :func:`size_actor_pool` always leaves CPU for the read tasks.
-    """
+    """Drop Ray Data's "no available CPUs" warning, a false alarm here: ``write_parquet``
+    checks just after its run, while the model actors still hold their CPUs."""
     return "does not have any available CPUs" not in record.getMessage()

@@ -1,11 +1,7 @@
 """The read stage: turn file paths into prepared images, one row per path, never failing a row.
 
-``ray.data.read_images`` stops the whole job at the first empty, truncated or
-non-image file. The notebooks instead start from the list of paths
-(:func:`nbhelpers.sources.find_images`) and decode inside their own
-``map_batches`` call with :func:`decode_batch`, which turns each failure into an
-``error`` string on that file's row. The single batch uses :func:`first_decoded`:
-the same decoding, in the notebook's own process, before any Ray work.
+``ray.data.read_images`` stops the whole job at the first bad file; :func:`decode_batch`
+turns each failure into an ``error`` string on that file's row instead.
 """
 
 from __future__ import annotations
@@ -22,6 +18,24 @@ from nbhelpers.decode import DecodeError, failure_kind, load_image
 from nbhelpers.sources import ImageSource, printable_path
 
 Preprocess = Callable  # a CenterCrop, LimitSize, KeepDecoded or ProcessorResize (preprocess.py)
+
+MAX_ROWS_PER_BLOCK = 16  # paths per read task on a large dataset: amortises Ray's cost per task
+
+ADVICE = {
+    "unreadable file": (
+        "Files that cannot be opened: check the path and permissions. For private s3:// "
+        "objects, give credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+        "AWS_PROFILE) and drop 'anonymous@', which only works for public buckets."
+    ),
+    "unsupported format": (
+        "HEIC/HEIF photos need the plugin: pip install pillow-heif (or convert them to JPEG)."
+    ),
+    "not an image": "The files hold something else (text, a web page, a PDF): check data_uri.",
+}
+
+
+class NoReadableImagesError(RuntimeError):
+    """Not one of the images tried could be read and decoded."""
 
 
 @dataclass(frozen=True)
@@ -40,45 +54,38 @@ def prepare_image(
 ) -> PreparedImage:
     """Read, decode and preprocess one file; a failure is recorded, never raised.
 
-    The single batch and the Ray read tasks both call this, so both see exactly
-    the same pixels.
+    The single batch and the Ray read tasks both call this: both see the same pixels.
     """
-    bounds = {
-        "min_side": getattr(preprocess, "min_side", None),
-        "min_long_side": getattr(preprocess, "max_side", None),
-    }
+    min_side, max_side = (
+        getattr(preprocess, "min_side", None),
+        getattr(preprocess, "max_side", None),
+    )
     try:
-        image = load_image(path, filesystem, **bounds)
+        image = load_image(path, filesystem, min_side, min_long_side=max_side)
         width, height = image.info["original_size"]
         return PreparedImage(path, preprocess(image), width, height, None)
     except DecodeError as error:
         return PreparedImage(path, preprocess.empty, 0, 0, str(error))
-    except Exception as error:  # noqa: BLE001 - any surprise becomes a recorded failure
+    except Exception as error:  # any surprise becomes a recorded failure
         return PreparedImage(path, preprocess.empty, 0, 0, f"{type(error).__name__}: {error}")
 
 
 def as_batch(prepared: list[PreparedImage], fixed_size: bool) -> dict[str, np.ndarray]:
-    """Prepared images as one batch in Ray Data's format: a dict of equally long arrays.
-
-    ``image`` is one stacked ``(N, H, W, 3)`` uint8 array when every image has the
-    same size (``fixed_size``), else an object array of ``(H, W, 3)`` arrays.
-    """
+    """Prepared images as one batch in Ray Data's format: a dict of equally long arrays
+    (``image`` stacked into one array when ``fixed_size``, else an object array)."""
     images = [item.image for item in prepared]
-    if fixed_size and images:
-        image_column = np.stack(images)
-    else:
-        image_column = object_array(images)
     return {
         "path": np.array([item.path for item in prepared], dtype=object),
-        "image": image_column,
+        "image": np.stack(images) if fixed_size and images else object_array(images),
         "width": np.array([item.width for item in prepared], dtype=np.int32),
         "height": np.array([item.height for item in prepared], dtype=np.int32),
         "error": np.array([item.error for item in prepared], dtype=object),
     }
 
 
-def object_array(items: list) -> np.ndarray:
+def object_array(items) -> np.ndarray:
     """A 1-D object array holding ``items`` as they are (numpy would try to stack arrays)."""
+    items = list(items)
     array = np.empty(len(items), dtype=object)
     array[:] = items
     return array
@@ -87,33 +94,19 @@ def object_array(items: list) -> np.ndarray:
 def decode_batch(
     batch: dict[str, np.ndarray], preprocess: Preprocess, filesystem: pafs.FileSystem | None
 ) -> dict[str, np.ndarray]:
-    """``map_batches`` function: ``{"path"}`` in; ``path, image, width, height, error`` out.
-
-    Every input path comes out as exactly one row; ``error`` is None where the image
-    was prepared, the reason where it could not be.
-    """
+    """``map_batches`` function: ``{"path"}`` in, one row per path out (see :func:`as_batch`)."""
     prepared = [prepare_image(str(path), preprocess, filesystem) for path in batch["path"]]
     return as_batch(prepared, preprocess.fixed_size)
-
-
-MAX_ROWS_PER_BLOCK = 16
-"""Paths per read task on a large dataset: enough to amortise Ray's cost per task."""
 
 
 def rows_per_block(num_paths: int, num_actors: int = 1) -> int:
     """Paths per read task: 16, or fewer when a small dataset would leave actors idle.
 
-    Ray Data hands whole blocks to the model actors, so 12 images in one block keep
-    one actor busy and the others idle. With several actors, aim for two blocks per
-    actor. With one actor, fewer and fuller blocks are better: each extra read task
-    may start another worker process, which on a small machine competes with the model.
+    Ray Data hands whole blocks to the model actors: aim for two blocks per actor. With
+    one actor, fewer blocks are better: each read task may start another worker process.
     """
     wanted_blocks = 2 * num_actors if num_actors > 1 else 1
     return max(1, min(MAX_ROWS_PER_BLOCK, math.ceil(num_paths / wanted_blocks)))
-
-
-class NoReadableImagesError(RuntimeError):
-    """Not one of the images tried could be read and decoded."""
 
 
 def first_decoded(
@@ -121,13 +114,8 @@ def first_decoded(
 ) -> dict[str, np.ndarray]:
     """The first ``count`` images of ``source`` that decode, as one batch (see :func:`as_batch`).
 
-    Files that fail are skipped (the scaled-up run records them). At most
-    ``max_tries`` files are tried, so a folder of broken files cannot keep the
-    notebook reading for long.
-
-    Raises:
-        NoReadableImagesError: none of the files tried could be read; the message
-            counts the failures by kind, with an example of each, and says what to do.
+    Files that fail are skipped (the scaled-up run records them); at most ``max_tries``
+    are tried. Raises :class:`NoReadableImagesError`, saying what to do, when none decodes.
     """
     decoded, failed = [], []
     for path in source.paths[:max_tries]:
@@ -135,34 +123,13 @@ def first_decoded(
         (failed if item.error else decoded).append(item)
         if len(decoded) == count:
             break
-    if not decoded:
-        raise NoReadableImagesError(no_readable_images_message(failed, len(source.paths)))
-    return as_batch(decoded, preprocess.fixed_size)
-
-
-ADVICE = {
-    "unreadable file": (
-        "Files that cannot be opened: check the path and permissions. For s3:// URIs, "
-        "access denied means the objects are private: give credentials (AWS_ACCESS_KEY_ID "
-        "and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) and drop 'anonymous@', which only works "
-        "for public buckets."
-    ),
-    "unsupported format": (
-        "HEIC/HEIF photos need the plugin: pip install pillow-heif (or convert them to JPEG)."
-    ),
-    "not an image": "The files hold something else (text, a web page, a PDF): check data_uri.",
-}
-
-
-def no_readable_images_message(failed: list[PreparedImage], num_paths: int) -> str:
-    """Why the single batch could not start: failures by kind, an example each, what to do."""
+    if decoded:
+        return as_batch(decoded, preprocess.fixed_size)
     kinds = Counter(failure_kind(item.error) for item in failed)
-    examples = {}
-    for item in failed:
-        examples.setdefault(failure_kind(item.error), item)
+    examples = {failure_kind(item.error): item for item in reversed(failed)}  # the first of each
     lines = [
-        f"None of the first {len(failed)} of {num_paths} images could be read, so there is "
-        "nothing to run the model on. By kind:"
+        f"None of the first {len(failed)} of {len(source.paths)} images could be read, so "
+        "there is nothing to run the model on. By kind:"
     ]
     for kind, number in kinds.most_common():
         example = examples[kind]
@@ -171,4 +138,4 @@ def no_readable_images_message(failed: list[PreparedImage], num_paths: int) -> s
     lines.append(
         " ".join(advice) or "Check data_uri, or run offline with data_uri='sample' to try it out."
     )
-    return "\n".join(lines)
+    raise NoReadableImagesError("\n".join(lines))

@@ -14,7 +14,13 @@ from nbhelpers.evaluate import accuracy, compare_classifications, confusion_matr
 from nbhelpers.models import WeightsUnavailableError, build_resnet152, load_pretrained
 from nbhelpers.preprocess import CenterCrop
 from nbhelpers.reading import prepare_image
-from nbhelpers.results import LostRowsError, build_summary, check_one_row_per_image, write_results
+from nbhelpers.results import (
+    LostRowsError,
+    build_summary,
+    check_one_row_per_image,
+    read_predictions,
+    write_summary,
+)
 from nbhelpers.sources import choose_num_images
 
 
@@ -114,12 +120,15 @@ def test_results_are_written_and_counts_add_up(tmp_path):
     )
     assert (summary["num_images_in"], summary["num_predicted"], summary["num_failed"]) == (3, 2, 1)
     assert summary["failures"] == {"empty file (0 bytes)": 1}
-    folder = write_results(tmp_path / "out", predictions, summary)
-    assert json.loads((folder / "summary.json").read_text())["num_failed"] == 1
-    assert len(pd.read_parquet(folder / "predictions.parquet")) == 3
+    assert json.loads(write_summary(tmp_path / "out", summary).read_text())["num_failed"] == 1
+    folder = tmp_path / "out" / "predictions"
+    folder.mkdir()
+    predictions.iloc[::-1].to_parquet(folder / "part-0.parquet", index=False)
+    back = read_predictions(folder, ["a", "b", "c"])
+    assert back["error"].tolist() == [None, "empty file (0 bytes)", None]
     summary["num_failed"] = 0
     with pytest.raises(LostRowsError):
-        write_results(tmp_path / "bad", predictions, summary)
+        write_summary(tmp_path / "bad", summary)
 
 
 def test_choose_num_images():
