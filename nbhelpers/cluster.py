@@ -201,6 +201,9 @@ def start_ray(num_cpus: int | None = None) -> ClusterResources:
         )
         if address is None:
             choose_token_authentication()
+            # Workers inherit this: torch threads that wait for each other sleep instead of
+            # spinning, so they leave the CPU to the read tasks on a small machine.
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             ray.init(num_cpus=num_cpus, include_dashboard=False, **options)
         else:
             join_cluster(address, options)
