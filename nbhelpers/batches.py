@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pyarrow as pa
 import ray
 
 from nbhelpers.reading import object_array
@@ -22,12 +23,14 @@ def predict_decoded(
     batch: dict[str, np.ndarray],
     predict: Callable[[np.ndarray], dict[str, np.ndarray]],
     empty: dict[str, np.ndarray],
-) -> dict[str, np.ndarray]:
+) -> pa.Table:
     """Every row of ``batch`` with ``predict``'s columns, or nulls and its error where it failed.
 
     ``predict`` takes the decoded images and returns one array per output column.
     ``empty`` holds each column's value for a failed row (``{"label": None, "score":
     np.nan}``) and so decides its type. No pixels come out: nothing heavy leaves the stage.
+    The result is an Arrow table whose text columns stay text even in a block where every
+    value is null, so that the Parquet files Ray writes all share one schema.
     """
     ok = decoded_mask(batch)
     rows = len(ok)
@@ -44,4 +47,12 @@ def predict_decoded(
             )
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
     out[NODE_COLUMN] = np.full(rows, node, dtype=object)
-    return out
+    return pa.table({column: _typed(values) for column, values in out.items()})
+
+
+def _typed(values: np.ndarray) -> pa.Array:
+    """An Arrow column; one with no value but nulls is typed as text (an error, a label)."""
+    if values.dtype.kind != "O":
+        return pa.array(values)
+    array = pa.array(values, from_pandas=True)
+    return array.cast(pa.string()) if pa.types.is_null(array.type) else array

@@ -78,13 +78,14 @@ def test_predict_decoded_predicts_good_rows_and_keeps_failed_ones():
         "error": np.array([None, "empty file (0 bytes)", None], dtype=object),
     }
     seen = []
-    out = predict_decoded(batch, lambda ims: seen.append(len(ims)) or fake_classify(ims), EMPTY)
+    table = predict_decoded(batch, lambda ims: seen.append(len(ims)) or fake_classify(ims), EMPTY)
+    out = table.to_pydict()
     assert seen == [2]  # the failed row never reaches the model
-    assert list(out["path"]) == ["a", "b", "c"] and "image" not in out
-    assert list(out["label"]) == ["dark", None, "bright"]
-    assert list(out["label_index"]) == [0, -1, 1]
+    assert out["path"] == ["a", "b", "c"] and "image" not in out
+    assert out["label"] == ["dark", None, "bright"]
+    assert out["label_index"] == [0, -1, 1]
     assert np.isnan(out["score"][1]) and out["score"][2] == pytest.approx(200 / 255)
-    assert list(out["error"]) == [None, "empty file (0 bytes)", None]
+    assert out["error"] == [None, "empty file (0 bytes)", None]
     assert "node_id" in out
 
 
@@ -94,8 +95,27 @@ def test_predict_decoded_with_every_row_failed_never_calls_the_model():
         "image": np.zeros((1, 4, 4, 3), dtype=np.uint8),
         "error": np.array(["corrupt image: x"], dtype=object),
     }
-    out = predict_decoded(batch, lambda ims: pytest.fail("model called"), EMPTY)
-    assert out["label"][0] is None and out["error"][0] == "corrupt image: x"
+    out = predict_decoded(batch, lambda ims: pytest.fail("model called"), EMPTY).to_pydict()
+    assert out["label"] == [None] and out["error"] == ["corrupt image: x"]
+
+
+def test_blocks_with_and_without_failures_read_back_as_one_table(tmp_path):
+    """Text columns keep their type in a block where every value is null: one Parquet schema."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    def block(errors):
+        batch = {
+            "path": np.array([f"p{i}" for i in range(len(errors))], dtype=object),
+            "image": np.zeros((len(errors), 4, 4, 3), dtype=np.uint8),
+            "error": np.array(errors, dtype=object),
+        }
+        return predict_decoded(batch, fake_classify, EMPTY)
+
+    pq.write_table(block([None, None]), tmp_path / "0.parquet")  # no failure: error all null
+    pq.write_table(block(["empty file (0 bytes)"]), tmp_path / "1.parquet")  # label all null
+    frame = pd.read_parquet(tmp_path)
+    assert len(frame) == 3 and frame["error"].notna().sum() == 1
 
 
 def test_predict_decoded_keeps_list_columns_whole():
@@ -108,7 +128,7 @@ def test_predict_decoded_keeps_list_columns_whole():
     def detect(images):
         return {"boxes": [[[0, 0, 1, 1]], [[0, 0, 2, 2], [1, 1, 3, 3]]]}
 
-    out = predict_decoded(batch, detect, {"boxes": None})
+    out = predict_decoded(batch, detect, {"boxes": None}).to_pydict()
     assert out["boxes"][1] == [[0, 0, 2, 2], [1, 1, 3, 3]]
 
 
