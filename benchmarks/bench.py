@@ -237,6 +237,15 @@ class MemorySampler:
         self.thread.join()
 
 
+def wait_for_quiet(load: float | None, limit: float = 900) -> None:
+    """Wait, at most ``limit`` seconds, until the machine's 1-minute load average is below ``load``."""
+    deadline = time.time() + limit
+    if load and os.getloadavg()[0] >= load:
+        print(f"  waiting for the load average ({os.getloadavg()[0]:.1f}) to drop below {load}")
+    while load and os.getloadavg()[0] >= load and time.time() < deadline:
+        time.sleep(10)
+
+
 def run_pipeline(name: str, settings: dict, timeout: float, retries: int = 1) -> dict:
     """Run one pipeline in a fresh process (again on failure, ``retries`` times); its figures."""
     LOGS.mkdir(parents=True, exist_ok=True)
@@ -246,6 +255,7 @@ def run_pipeline(name: str, settings: dict, timeout: float, retries: int = 1) ->
         with tempfile.TemporaryDirectory() as scratch:
             run = settings | {"pipeline": name, "output_dir": scratch, "launched": time.time()}
             command = [sys.executable, "-m", "benchmarks.pipelines", json.dumps(run)]
+            wait_for_quiet(settings["wait_for_load"])
             load = os.getloadavg()[0]
             with open(log, "w") as stream, MemorySampler() as memory:
                 process = subprocess.Popen(
@@ -309,8 +319,8 @@ def print_breakdown(rows: dict[str, dict]) -> None:
     for name, row in rows.items():
         if "workers" in row:
             print(
-                f"{name}: {row['workers'][0]} Ray worker processes were up before the pipeline "
-                f"started (pre-started), {row['workers'][1]} started during it."
+                f"{name}: Ray worker processes: {row['workers'][0]} started with Ray (pre-started), "
+                f"{row['workers'][1]} during the pipeline (the model actor, Ray Data's helpers)."
             )
 
 
@@ -345,6 +355,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: a ViT-Base/16 with random weights, made here)",
     )
     add("--timeout", type=float, default=1800, help="seconds allowed per run")
+    add(
+        "--wait-for-load",
+        type=float,
+        help="before each run, wait until the load average is below this",
+    )
     return parser.parse_args(argv)
 
 
@@ -365,6 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     def measure(name: str, images: int, workers: int | None = None) -> dict:
         folder = make_images(images)
         settings = {"folder": str(folder), "num_images": images, "batch_size": args.batch_size}
+        settings |= {"wait_for_load": args.wait_for_load}
         settings |= {"paths": find_images(folder, images).paths, "vit_model": vit_model}
         settings |= {"loader_workers": workers} if name == "dataloader" else {}
         runs = []

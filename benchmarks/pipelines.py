@@ -350,7 +350,8 @@ def ray_pipeline_timings(run: dict, times: dict, table) -> dict:
     workers = []
     for process in psutil.Process().children(recursive=True):
         try:
-            if " ".join(process.cmdline()).startswith("ray::"):
+            title = " ".join(process.cmdline()).strip()
+            if title.startswith("ray::") and not title.endswith("Agent"):  # not Ray's own agents
                 workers.append(process_started_at(process.pid))
         except psutil.Error:
             pass
