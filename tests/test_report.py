@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pandas as pd
+import pytest
 
 from tools import run_notebooks
 from tools.report import NotebookReport, describe_device, quality, write_index
@@ -71,3 +75,19 @@ def test_a_failing_notebook_makes_the_job_fail_but_the_others_still_run(tmp_path
     rows = [line for line in (tmp_path / "index.md").read_text().splitlines() if "_" in line]
     statuses = [line.split("|")[2].strip() for line in rows if line.startswith("|")]
     assert statuses == ["failed", "ok", "ok"]
+
+
+@pytest.mark.notebook
+def test_make_smoke_runs_a_notebook_and_leaves_a_report(tmp_path):
+    """What ``make smoke NB=01`` runs, for real: papermill, Ray, the report pages."""
+    from conftest import run_smoke_job
+
+    root = run_smoke_job("01", tmp_path / "smoke")
+    folder = root / "01_resnet_classification"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["num_images_in"] == summary["num_predicted"] > 0
+    assert len(pd.read_parquet(folder / "predictions")) == summary["num_images_in"]
+    assert (folder / "01_resnet_classification.html").stat().st_size > 10_000  # plots embedded
+    index = (root / "index.md").read_text()
+    assert "01_resnet_classification" in index and "| ok |" in index.replace("  ", " ")
+    assert (root / "index.html").is_file()
