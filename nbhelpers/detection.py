@@ -51,7 +51,7 @@ without detections, so that all the Parquet files Ray Data writes read back toge
 
 @dataclass(frozen=True)
 class DetectorSpec:
-    """What a detector needs around the network: COCO names by label index, input size, threshold.
+    """What a detector needs around the network: COCO names by index, input size, threshold.
 
     ``preprocess`` caps the longest side at ``max_size`` before batching, so rows never
     carry pixels the model would not use.
@@ -128,7 +128,7 @@ def group_by_padded_size(images: Sequence[np.ndarray], spec: DetectorSpec) -> li
 def scale_boxes(
     boxes: np.ndarray, array_size: tuple[int, int], original_size: tuple[int, int]
 ) -> np.ndarray:
-    """Boxes found on an array of ``array_size`` (h, w), in the original's pixels (w, h), clipped."""
+    """Boxes found on an array of ``array_size`` (h, w) in the original's pixels (w, h), clipped."""
     (array_height, array_width), (width, height) = array_size, original_size
     factors = np.array([width / array_width, height / array_height] * 2, dtype=np.float64)
     scaled = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * factors

@@ -1,10 +1,6 @@
-"""Build the models, pretrained or offline, without ever falling back silently.
+"""Build ResNet152, pretrained or offline, without ever falling back silently.
 
-``pretrained=True`` loads the real weights (downloaded once into torch's cache).
-``pretrained=False`` builds the same architecture with seeded random weights, so
-that every process (the notebook and each Ray actor) builds the same model
-without any download. Category names and transforms come from torchvision's
-weight metadata, which ships inside torchvision.
+Offline, seeded random weights give the notebook and every Ray actor the same model.
 """
 
 from __future__ import annotations
@@ -41,14 +37,9 @@ class ClassifierSpec:
 def classifier_spec(weights: Weights) -> ClassifierSpec:
     """Categories, normalisation and crop from torchvision's weight metadata (no download)."""
     transforms = weights.transforms()
-    return ClassifierSpec(
-        categories=tuple(weights.meta["categories"]),
-        mean=tuple(transforms.mean),
-        std=tuple(transforms.std),
-        preprocess=CenterCrop(
-            resize_size=transforms.resize_size[0], crop_size=transforms.crop_size[0]
-        ),
-    )
+    crop = CenterCrop(resize_size=transforms.resize_size[0], crop_size=transforms.crop_size[0])
+    categories = tuple(weights.meta["categories"])
+    return ClassifierSpec(categories, tuple(transforms.mean), tuple(transforms.std), crop)
 
 
 def cached_weights_path(weights: Weights) -> Path:
@@ -70,11 +61,7 @@ def network_timeout(seconds: float) -> Iterator[None]:
 def load_pretrained(
     builder: Callable[..., torch.nn.Module], weights: Weights, **kwargs
 ) -> torch.nn.Module:
-    """``builder(weights=weights)``, with a clear error when the weights cannot be had.
-
-    Raises:
-        WeightsUnavailableError: not in the cache, and the download failed.
-    """
+    """``builder(weights=weights)``; ``WeightsUnavailableError`` if not cached nor downloadable."""
     path = cached_weights_path(weights)
     try:
         with network_timeout(30):
@@ -94,23 +81,17 @@ def load_pretrained(
 def seeded(
     builder: Callable[..., torch.nn.Module], seed: int = OFFLINE_SEED, **kwargs
 ) -> torch.nn.Module:
-    """``builder(weights=None, **kwargs)`` with random weights that are the same in every process."""
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    """``builder(weights=None, **kwargs)`` with the same random weights in every process."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         return builder(weights=None, **kwargs)
-    finally:
-        torch.random.set_rng_state(state)
 
 
 def offline_resnet(builder: Callable[..., torch.nn.Module]) -> torch.nn.Module:
     """A ResNet with seeded random weights whose predictions differ between images.
 
-    Plain random weights make 152 layers blow activations up to about 1e8, and every
-    image gets the same class with probability 1. Zero-initialising the last
-    normalisation of each residual block (``zero_init_residual``) keeps the signal's
-    scale, and a scaled classifier head makes the top class clearly ahead of the
-    runner-up, so that comparisons between runs test something.
+    Plain random weights blow activations up (every image gets one class);
+    ``zero_init_residual`` keeps their scale, and a scaled head a clear top class.
     """
     model = seeded(builder, zero_init_residual=True)
     with torch.no_grad():
@@ -123,10 +104,3 @@ def build_resnet152(pretrained: bool) -> tuple[torch.nn.Module, ClassifierSpec]:
     weights = ResNet152_Weights.DEFAULT
     model = load_pretrained(resnet152, weights) if pretrained else offline_resnet(resnet152)
     return model.eval(), classifier_spec(weights)
-
-
-def pick_device(use_gpu: bool) -> torch.device:
-    """The torch device for a model: CUDA when asked and present, else CPU."""
-    if use_gpu and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")

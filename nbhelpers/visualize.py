@@ -1,4 +1,4 @@
-"""Look at images and results: image grids with titles, and the confusion matrix."""
+"""Look at images and results: image grids with titles, boxes, and the confusion matrix."""
 
 from __future__ import annotations
 
@@ -15,22 +15,16 @@ from PIL import Image
 from torchvision.utils import draw_bounding_boxes
 
 from nbhelpers.decode import DecodeError, load_image
-from nbhelpers.detection import as_boxes, as_list, detections_table
+from nbhelpers.detection import as_boxes, as_list, detections_per_class
 
 
-def load_for_display(
-    path: str, filesystem: pafs.FileSystem | None = None, size: int = 384
-) -> Image.Image | None:
-    """Re-read an image for display, small; ``None`` when it cannot be decoded.
-
-    The pipeline never carries original images through the model stage; the few
-    shown in a grid are read again here.
-    """
+def _load_small(path: str, filesystem: pafs.FileSystem | None) -> Image.Image | None:
+    """Read an image again, small, for display (the model stage never carries the originals)."""
     try:
-        image = load_image(path, filesystem, min_side=size)
+        image = load_image(path, filesystem, min_side=384)
     except DecodeError:
         return None
-    image.thumbnail((size, size))
+    image.thumbnail((384, 384))
     return image
 
 
@@ -61,11 +55,9 @@ def plot_predictions(
 ) -> plt.Figure:
     """Grid of the first ``limit`` images with predicted label and score (or the error)."""
     rows = predictions.head(limit)
-    images = [load_for_display(path, filesystem) for path in rows["path"]]
+    images = [_load_small(path, filesystem) for path in rows["path"]]
     titles = [
-        f"{row.label}\n{row.score:.1%}"
-        if row.error is None or pd.isna(row.error)
-        else f"failed:\n{row.error[:40]}"
+        f"failed:\n{row.error[:40]}" if pd.notna(row.error) else f"{row.label}\n{row.score:.1%}"
         for row in rows.itertuples()
     ]
     return show_images(images, titles, ncols=ncols)
@@ -77,8 +69,7 @@ def plot_confusion_matrix(matrix: pd.DataFrame) -> plt.Figure:
     axis.imshow(matrix.to_numpy(), cmap="Blues")
     axis.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=45, ha="right")
     axis.set_yticks(range(matrix.shape[0]), matrix.index)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
+    axis.set(xlabel="predicted", ylabel="true")
     for (i, j), count in np.ndenumerate(matrix.to_numpy()):
         if count:
             axis.text(j, i, str(count), ha="center", va="center", fontsize=8)
@@ -86,7 +77,7 @@ def plot_confusion_matrix(matrix: pd.DataFrame) -> plt.Figure:
     return figure
 
 
-def label_color(label: str) -> tuple[int, int, int]:
+def _color(label: str) -> tuple[int, int, int]:
     """A colour for a class name, the same in every image and every run."""
     red, green, blue, _ = plt.get_cmap("tab20")(sum(map(ord, label)) % 20)
     return round(red * 255), round(green * 255), round(blue * 255)
@@ -100,34 +91,19 @@ def draw_detections(
     max_boxes: int | None = None,
     width: int = 2,
 ) -> np.ndarray:
-    """The image with its boxes drawn, each captioned with its label (and score).
-
-    Args:
-        image: RGB, as a PIL image or a uint8 ``(H, W, 3)`` array.
-        boxes: ``(k, 4)`` ``x1, y1, x2, y2`` in the pixels of ``image``.
-        labels: a class name per box.
-        scores: a score per box, shown after the name.
-        max_boxes: draw only the first this many boxes (detections come sorted by
-            score, so these are the most confident).
-
-    Returns:
-        A uint8 ``(H, W, 3)`` array, drawn with ``torchvision.utils.draw_bounding_boxes``.
-    """
+    """The RGB image as uint8 ``(H, W, 3)``, its first (most confident) ``max_boxes`` drawn."""
     pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)[:max_boxes]
     labels = list(labels)[: len(boxes)]
     if len(boxes) == 0:
         return pixels.permute(1, 2, 0).numpy()
-    captions = (
-        [f"{label} {score:.2f}" for label, score in zip(labels, scores, strict=False)]
-        if scores is not None
-        else labels
-    )
-    colors = [label_color(label) for label in labels]
+    colors = [_color(label) for label in labels]
+    if scores is not None:
+        labels = [f"{label} {score:.2f}" for label, score in zip(labels, scores, strict=False)]
     drawn = draw_bounding_boxes(
         pixels,
         torch.from_numpy(boxes),
-        labels=captions,
+        labels=labels,
         colors=colors,
         width=width,
         font=font_manager.findfont("DejaVu Sans"),
@@ -146,17 +122,12 @@ def plot_detections(
     ncols: int = 3,
     max_boxes: int = 10,
 ) -> plt.Figure:
-    """Grid of the first ``limit`` images with their boxes, labels and scores (or the error).
-
-    ``predictions`` holds one row per image with ``path``, ``width``, ``height``,
-    ``boxes`` (original-image pixels), ``labels``, ``scores`` and ``error``. The
-    images are read again, small, and the boxes scaled to match.
-    """
+    """Grid of the first ``limit`` images with their boxes, labels and scores (or the error)."""
     images, titles = [], []
     for row in predictions.head(limit).itertuples():
         name = str(row.path).rsplit("/", 1)[-1]
-        shown = load_for_display(row.path, filesystem)
-        if (row.error is not None and not pd.isna(row.error)) or shown is None:
+        shown = _load_small(row.path, filesystem)
+        if pd.notna(row.error) or shown is None:
             images.append(None)
             titles.append(f"{name}\nfailed: {str(row.error)[:40]}")
             continue
@@ -172,20 +143,16 @@ def plot_detection_summary(
     predictions: pd.DataFrame, score_threshold: float | None = None, top: int = 15
 ) -> plt.Figure:
     """Two plots: detections per class (the ``top`` most frequent) and the score distribution."""
-    table = detections_table(predictions)
+    counts = detections_per_class(predictions).head(top).iloc[::-1]
+    scores = [score for cell in predictions["scores"] for score in as_list(cell)]
     figure, (by_class, by_score) = plt.subplots(1, 2, figsize=(11, 3.8))
-    counts = table["label"].value_counts().head(top).iloc[::-1]
     by_class.barh(counts.index, counts.to_numpy(), color="tab:blue")
-    by_class.set_xlabel("detections")
-    by_class.set_title(
-        f"Detections per class (top {top})" if len(counts) == top else "Detections per class"
-    )
-    low = score_threshold if score_threshold is not None else 0.0
-    by_score.hist(table["score"], bins=np.linspace(low, 1, 21), color="tab:orange")
-    by_score.set_xlabel("score")
-    by_score.set_ylabel("detections")
-    by_score.set_title(f"Score distribution ({len(table)} detections)")
-    if len(table) == 0:
+    title = f"Detections per class (top {top})" if len(counts) == top else "Detections per class"
+    by_class.set(xlabel="detections", title=title)
+    by_score.hist(scores, bins=np.linspace(score_threshold or 0.0, 1, 21), color="tab:orange")
+    by_score.set(xlabel="score", ylabel="detections")
+    by_score.set_title(f"Score distribution ({len(scores)} detections)")
+    if not scores:
         for axis in (by_class, by_score):
             axis.text(0.5, 0.5, "no detections", ha="center", va="center", transform=axis.transAxes)
     figure.tight_layout()

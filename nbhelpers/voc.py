@@ -1,9 +1,7 @@
 """Pascal VOC annotations: read them, map VOC class names to COCO's, and compute mAP.
 
-In the VOC layout the images sit in ``JPEGImages/`` and, beside it, ``Annotations/``
-holds one XML file per image (``2007_000063.jpg`` -> ``2007_000063.xml``) with the
-image's size and one ``<object>`` per annotated object: its class name, its box
-and whether it is ``difficult``.
+In the VOC layout, ``Annotations/`` beside ``JPEGImages/`` holds one XML file per image
+(``2007_000063.jpg`` -> ``2007_000063.xml``): its size, and each object's class and box.
 """
 
 from __future__ import annotations
@@ -14,16 +12,15 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 import torch
+from torchvision.datasets import VOCDetection
 
 from nbhelpers.decode import DecodeError, read_bytes
 from nbhelpers.detection import as_boxes, as_list
 
-IMAGES_FOLDER = "JPEGImages"
-ANNOTATIONS_FOLDER = "Annotations"
+IMAGES_FOLDER, ANNOTATIONS_FOLDER = "JPEGImages", "Annotations"
 
 _SAME_NAMES = "bicycle bird boat bottle bus car cat chair cow dog horse person sheep train"
 VOC_TO_COCO: dict[str, str] = {name: name for name in _SAME_NAMES.split()} | {
@@ -45,9 +42,8 @@ class AnnotationError(ValueError):
 class VocObject:
     """One annotated object: VOC class name, box and the ``difficult`` flag.
 
-    ``box`` is ``(x1, y1, x2, y2)`` in continuous pixel coordinates: VOC's
-    1-based inclusive pixel indices ``xmin..xmax`` become ``xmin - 1 .. xmax``, the
-    convention of the boxes that torchvision's detectors return.
+    ``box`` is ``(x1, y1, x2, y2)`` in continuous pixels, like torchvision's detectors'
+    boxes: VOC's 1-based inclusive ``xmin..xmax`` becomes ``xmin - 1 .. xmax``.
     """
 
     name: str
@@ -66,11 +62,7 @@ class VocAnnotation:
 
 
 def coco_name(voc_name: str) -> str:
-    """The COCO name of a VOC class (``"tvmonitor"`` -> ``"tv"``).
-
-    Raises:
-        KeyError: the name is not one of the 20 VOC classes.
-    """
+    """The COCO name of a VOC class (``"tvmonitor"`` -> ``"tv"``); ``KeyError`` for others."""
     key = voc_name.strip().lower()
     if key not in VOC_TO_COCO:
         raise KeyError(
@@ -79,80 +71,44 @@ def coco_name(voc_name: str) -> str:
     return VOC_TO_COCO[key]
 
 
-def _text(element: ElementTree.Element, tag: str, source: str) -> str:
-    found = element.find(tag)
-    if found is None or found.text is None:
-        raise AnnotationError(f"{source}: <{element.tag}> has no <{tag}>.")
-    return found.text.strip()
-
-
 def parse_voc_xml(data: str | bytes, source: str = "annotation") -> VocAnnotation:
-    """Parse the text of one VOC annotation file.
-
-    Args:
-        data: the XML.
-        source: the file's name, for error messages.
-
-    Raises:
-        AnnotationError: not XML, or a required element is missing or not a number.
-    """
+    """Parse one VOC annotation file's text; ``AnnotationError`` names ``source`` and the fault."""
     try:
         root = ElementTree.fromstring(data)
     except ElementTree.ParseError as error:
         raise AnnotationError(f"{source}: not valid XML ({error}).") from None
     if root.tag != "annotation":
         raise AnnotationError(f"{source}: the root element is <{root.tag}>, not <annotation>.")
+    tree = VOCDetection.parse_voc_xml(root).get("annotation") or {}  # nested dicts of text
     try:
-        size = root.find("size")
-        width = int(float(_text(size, "width", source))) if size is not None else 0
-        height = int(float(_text(size, "height", source))) if size is not None else 0
-        objects = []
-        for item in root.findall("object"):
-            box = item.find("bndbox")
-            if box is None:
-                raise AnnotationError(f"{source}: an <object> has no <bndbox>.")
-            xmin, ymin, xmax, ymax = (
-                float(_text(box, tag, source)) for tag in ("xmin", "ymin", "xmax", "ymax")
-            )
-            difficult = item.findtext("difficult", default="0").strip() in ("1", "true")
-            objects.append(
-                VocObject(
-                    name=_text(item, "name", source).lower(),
-                    box=(xmin - 1, ymin - 1, xmax, ymax),
-                    difficult=difficult,
-                )
-            )
-    except ValueError as error:
-        if isinstance(error, AnnotationError):
-            raise
+        size = tree.get("size", {"width": 0, "height": 0})
+        width, height = int(float(size["width"])), int(float(size["height"]))
+        objects = tuple(_voc_object(item) for item in tree.get("object", []))
+    except KeyError as missing:
+        raise AnnotationError(f"{source}: no <{missing.args[0]}> where VOC requires one.") from None
+    except (ValueError, TypeError, AttributeError) as error:
         raise AnnotationError(f"{source}: a size or box value is not a number ({error}).") from None
-    filename = root.findtext("filename", default="").strip()
-    return VocAnnotation(filename, width, height, tuple(objects))
+    return VocAnnotation(str(tree.get("filename", "")), width, height, objects)
+
+
+def _voc_object(item: dict) -> VocObject:
+    xmin, ymin, xmax, ymax = (float(item["bndbox"][t]) for t in ("xmin", "ymin", "xmax", "ymax"))
+    difficult = str(item.get("difficult", "0")) in ("1", "true")
+    return VocObject(item["name"].lower(), (xmin - 1, ymin - 1, xmax, ymax), difficult)
 
 
 def annotation_path(image_path: str) -> str | None:
-    """Where the VOC layout keeps the annotation of ``image_path``; ``None`` outside that layout.
-
-    ``.../JPEGImages/2007_000063.jpg`` -> ``.../Annotations/2007_000063.xml``.
-    """
-    normalised = str(image_path).replace("\\", "/")
-    folder, name = posixpath.split(normalised)
+    """Where VOC keeps an image's annotation (``JPEGImages/a.jpg`` -> ``Annotations/a.xml``)."""
+    folder, name = posixpath.split(str(image_path).replace("\\", "/"))
     parent, last = posixpath.split(folder)
     if last != IMAGES_FOLDER:
         return None
-    stem = posixpath.splitext(name)[0]
-    return posixpath.join(parent, ANNOTATIONS_FOLDER, f"{stem}.xml")
+    return posixpath.join(parent, ANNOTATIONS_FOLDER, posixpath.splitext(name)[0] + ".xml")
 
 
 @dataclass
 class AnnotationSet:
-    """The annotations found for a list of images.
-
-    Attributes:
-        annotations: image path -> its annotation, for the images that have one.
-        num_images: how many images were looked up.
-        problems: annotation path -> why it could not be read or parsed.
-    """
+    """Image path -> annotation for ``num_images`` images; annotation path -> ``problems``."""
 
     annotations: dict[str, VocAnnotation]
     num_images: int
@@ -166,29 +122,13 @@ class AnnotationSet:
                 f"an {ANNOTATIONS_FOLDER}/ folder of XML files beside {IMAGES_FOLDER}/): "
                 "the detections are not evaluated."
             )
+        found = len(self.annotations)
         objects = sum(len(a.objects) for a in self.annotations.values())
-        text = (
-            f"Annotations for {len(self.annotations)} of {self.num_images} images "
-            f"({objects} objects)."
-        )
+        text = f"Annotations for {found} of {self.num_images} images ({objects} objects)."
         if self.problems:
-            text += f" {len(self.problems)} annotation files could not be read, e.g. " + next(
-                iter(self.problems.values())
-            )
+            example = next(iter(self.problems.values()))
+            text += f" {len(self.problems)} annotation files could not be read, e.g. {example}"
         return text
-
-
-def _existing_files(folders: set[str], filesystem: pafs.FileSystem | None) -> set[str]:
-    """The files in ``folders`` (one listing per folder instead of one request per image)."""
-    filesystem = filesystem or pafs.LocalFileSystem()
-    found = set()
-    for folder in folders:
-        try:
-            infos = filesystem.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-        except OSError:
-            continue
-        found.update(info.path for info in infos if info.type == pafs.FileType.File)
-    return found
 
 
 def _read_annotation(xml: str, filesystem: pafs.FileSystem | None) -> VocAnnotation | str:
@@ -204,19 +144,18 @@ def find_voc_annotations(
 ) -> AnnotationSet:
     """Read the VOC annotations that sit beside ``image_paths``, where there are any.
 
-    Images outside the VOC layout, or without an annotation file, are simply not
-    in the result; an unreadable or malformed file is recorded in ``problems``.
-
-    Args:
-        image_paths: the images (``ImageSource.paths``).
-        filesystem: the pyarrow filesystem of the images (``None``: local files).
-        threads: files read at once (S3 answers each request slowly, but in parallel).
+    Lists each folder once, and reads ``threads`` files at once: S3 is slow but parallel.
     """
-    wanted = {path: annotation_path(path) for path in image_paths}
-    wanted = {image: xml for image, xml in wanted.items() if xml is not None}
-    existing = _existing_files({posixpath.dirname(xml) for xml in wanted.values()}, filesystem)
+    wanted = {path: xml for path in image_paths if (xml := annotation_path(path)) is not None}
+    listing = pafs.LocalFileSystem() if filesystem is None else filesystem
+    existing = set()
+    for folder in {posixpath.dirname(xml) for xml in wanted.values()}:
+        try:
+            infos = listing.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        except OSError:
+            continue
+        existing.update(info.path for info in infos if info.type == pafs.FileType.File)
     wanted = {image: xml for image, xml in wanted.items() if xml in existing}
-
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         read = pool.map(_read_annotation, wanted.values(), [filesystem] * len(wanted))
         parsed = dict(zip(wanted, read, strict=True))
@@ -225,42 +164,22 @@ def find_voc_annotations(
     return AnnotationSet(annotations, len(image_paths), problems)
 
 
-def voc_evaluation_classes(categories: Sequence[str]) -> dict[str, int]:
-    """COCO name -> COCO label index, for the COCO classes that VOC also has."""
-    index = {name: i for i, name in enumerate(categories)}
-    missing = [name for name in VOC_TO_COCO.values() if name not in index]
-    if missing:
-        raise ValueError(f"COCO categories lack the VOC classes {missing}.")
-    return {name: index[name] for name in VOC_TO_COCO.values()}
-
-
 def mean_average_precision(
     predictions: pd.DataFrame,
     annotations: Mapping[str, VocAnnotation],
     categories: Sequence[str],
 ) -> dict | None:
-    """COCO-style mean average precision of the detections, over the VOC classes.
+    """COCO-style mean average precision (torchmetrics) over the VOC classes, or ``None``.
 
-    Only images that have an annotation and were predicted count. Detections of
-    COCO classes that VOC does not have (a "cup", say) are left out: VOC never
-    annotated them, so they would count as false positives. VOC's ``difficult``
-    objects are neither required nor held against the model (COCO's ``iscrowd``).
-    Computed with torchmetrics' ``MeanAveragePrecision`` (pycocotools underneath)
-    on the detections above the score threshold only, so it reads lower than a
-    model's published figure, which counts every detection.
-
-    Args:
-        predictions: rows with ``path``, ``boxes`` (original-image pixels),
-            ``labels`` (COCO names), ``scores`` and ``error``.
-        annotations: image path -> :class:`VocAnnotation`.
-        categories: the model's COCO category names by label index.
-
-    Returns:
-        ``map`` (IoU 0.5 to 0.95), ``map_50`` (VOC's own criterion), ``map_75``,
-        ``per_class`` AP (IoU 0.5 to 0.95, classes with ground truth only) and
-        ``images``; ``None`` when no predicted image has an annotation.
+    ``map`` (IoU 0.5 to 0.95), ``map_50`` (VOC's criterion), ``map_75``, ``per_class``.
+    Detections of classes VOC lacks (a "cup") are left out: VOC never annotated them.
+    ``difficult`` objects are COCO's ``iscrowd``: neither required nor held against the
+    model. Only detections above the score threshold count, so it reads lower than a
+    published figure.
     """
-    classes = voc_evaluation_classes(categories)
+    if missing := [name for name in VOC_TO_COCO.values() if name not in categories]:
+        raise ValueError(f"COCO categories lack the VOC classes {missing}.")
+    classes = {name: list(categories).index(name) for name in VOC_TO_COCO.values()}
     if predictions.empty or not annotations:
         return None
     predicted = predictions[predictions["error"].isna() & predictions["path"].isin(annotations)]
@@ -284,14 +203,9 @@ def mean_average_precision(
             "iscrowd": torch.tensor([int(o.difficult) for o in objects]).long(),
         }
         metric.update([found], [truth])
-    result = {key: value.numpy() for key, value in metric.compute().items()}
-    names = {index: name for name, index in classes.items()}
-    per_class = {
-        names[int(label)]: round(float(ap), 4)
-        for label, ap in zip(
-            np.atleast_1d(result["classes"]), np.atleast_1d(result["map_per_class"]), strict=True
-        )
-        if int(label) in names and ap >= 0
-    }
+    result = metric.compute()
+    coco_names = {label: name for name, label in classes.items()}
+    labels, aps = result["classes"].flatten().tolist(), result["map_per_class"].flatten().tolist()
+    per_class = {coco_names[c]: round(ap, 4) for c, ap in zip(labels, aps, strict=True) if ap >= 0}
     rounded = {key: round(float(result[key]), 4) for key in ("map", "map_50", "map_75")}
     return rounded | {"per_class": per_class, "images": len(predicted)}
