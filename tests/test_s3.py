@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from nbhelpers.labels import IMAGENETTE_SYNSETS
-from nbhelpers.reading import prepare_image
 from nbhelpers.preprocess import CenterCrop
+from nbhelpers.reading import prepare_image
 from nbhelpers.sources import DataSourceError, find_images
 
 PUBLIC_URI = "s3://anonymous@public-photos/imagenette/val"
