@@ -146,3 +146,33 @@ def test_notebook_kernel_is_the_one_make_setup_registers(path):
     makefile = (ROOT / "Makefile").read_text()
     assert f"KERNEL := {doctor.KERNEL_NAME}" in makefile
     assert "KERNEL_DISPLAY_NAME := Python (batch inference)" in makefile
+
+
+MODEL_CALLS = {
+    "01_resnet_classification": "inference_mode",
+    "02_vit_classification": "pipeline(",
+    "03_fasterrcnn_detection": "inference_mode",
+}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_a_lesson_with_the_calls_in_plain_sight(path):
+    """What the notebook teaches sits in its own cells, short, with objectives and exercises."""
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    source = "\n".join(cell.source for cell in code)
+    for call in ["map_batches(", "ActorPoolStrategy(", "take_batch(", "write_parquet("]:
+        assert call in source, f"{path.name}: no {call} in its code cells"
+    assert MODEL_CALLS[path.stem] in source
+    long = {cell.source.splitlines()[0]: len(cell.source.splitlines()) for cell in code}
+    assert max(long.values()) <= 15, {first: n for first, n in long.items() if n > 15}
+    imports = next(cell for cell in code if "import" in cell.source)
+    assert len(imports.source.splitlines()) <= 12
+    helpers = re.search(r"from nbhelpers import (.+)", imports.source).group(1).split(",")
+    assert len(helpers) <= 8
+    solutions = [cell for cell in code if "solution" in cell.metadata.get("tags", [])]
+    assert len(solutions) >= 3
+    assert all(cell.metadata.get("jupyter", {}).get("source_hidden") for cell in solutions)
+    text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    assert "What you will learn" in text and "docs.ray.io" in text
+    assert notebook.metadata.kernelspec.name == "batch-inference"
