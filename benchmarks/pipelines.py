@@ -66,6 +66,7 @@ def notebook_definitions(notebook: Path, names: list[str]) -> dict:
 def stamped(predictor: type) -> type:
     """``predictor``, adding to each batch when its actor's process started, built, called, done."""
     import numpy as np
+    import pyarrow as pa
 
     class Stamped(predictor):
         def __init__(self, **kwargs):
@@ -78,7 +79,11 @@ def stamped(predictor: type) -> type:
             out = super().__call__(batch)
             rows = len(next(iter(batch.values())))
             times = self.times | {"called_at": called, "done_at": time.time()}
-            return out | {key: np.full(rows, value) for key, value in times.items()}
+            if isinstance(out, dict):  # a batch of NumPy arrays, or an Arrow table
+                return out | {key: np.full(rows, value) for key, value in times.items()}
+            for key, value in times.items():
+                out = out.append_column(key, pa.array(np.full(rows, value)))
+            return out
 
     return Stamped
 

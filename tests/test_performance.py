@@ -7,6 +7,7 @@ import inspect
 import json
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from benchmarks import bench, pipelines
@@ -101,12 +102,21 @@ class _Doubler:
         return {"path": batch["path"], "value": batch["value"] * self.factor}
 
 
-def test_stamped_predictor_keeps_the_outputs_and_adds_its_times():
-    predictor = pipelines.stamped(_Doubler)(factor=2)
-    out = predictor({"path": np.array(["a", "b"]), "value": np.array([1, 2])})
-    assert out["value"].tolist() == [2, 4]
-    times = [out[key][0] for key in ("process_at", "init_at", "built_at", "called_at", "done_at")]
-    assert times == sorted(times) and len(out["done_at"]) == 2
+class _ArrowDoubler(_Doubler):
+    def __call__(self, batch: dict) -> pa.Table:
+        return pa.table(super().__call__(batch))
+
+
+@pytest.mark.parametrize("predictor", [_Doubler, _ArrowDoubler])
+def test_stamped_predictor_keeps_the_outputs_and_adds_its_times(predictor):
+    stamped = pipelines.stamped(predictor)(factor=2)
+    out = stamped({"path": np.array(["a", "b"]), "value": np.array([1, 2])})
+    columns = out if isinstance(out, dict) else out.to_pydict()
+    assert list(columns["value"]) == [2, 4]
+    times = [
+        columns[key][0] for key in ("process_at", "init_at", "built_at", "called_at", "done_at")
+    ]
+    assert times == sorted(times) and len(columns["done_at"]) == 2
 
 
 def test_steady_state_counts_the_images_after_the_first_batch():
