@@ -252,10 +252,10 @@ def run_pipeline(name: str, settings: dict, timeout: float, retries: int = 1) ->
     log = LOGS / f"{name}{settings.get('loader_workers', '')}-{settings['num_images']}.log"
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     for attempt in range(retries + 1):
+        wait_for_quiet(settings["wait_for_load"])
         with tempfile.TemporaryDirectory() as scratch:
             run = settings | {"pipeline": name, "output_dir": scratch, "launched": time.time()}
             command = [sys.executable, "-m", "benchmarks.pipelines", json.dumps(run)]
-            wait_for_quiet(settings["wait_for_load"])
             load = os.getloadavg()[0]
             with open(log, "w") as stream, MemorySampler() as memory:
                 process = subprocess.Popen(
