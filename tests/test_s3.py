@@ -127,7 +127,7 @@ def test_workers_read_through_the_endpoint_with_the_drivers_settings(private_env
 @pytest.mark.parametrize("mode", ["anonymous", "credentials"])
 def test_notebook_01_reads_s3(run_notebook, tmp_path, public_s3, private_s3, mode):
     """Notebook 01 through Ray Data on S3: public anonymously, private with credentials."""
-    from test_notebook_01 import check_contract
+    from test_notebook_01 import check_contract, true_indices
 
     server, uri = (public_s3, PUBLIC_URI) if mode == "anonymous" else (private_s3, PRIVATE_URI)
     env = server.env(credentials=mode == "credentials")
@@ -139,6 +139,6 @@ def test_notebook_01_reads_s3(run_notebook, tmp_path, public_s3, private_s3, mod
     assert predictions.loc["empty.jpg", "error"] == "empty file (0 bytes)"
     good = predictions.drop("empty.jpg")
     assert good["error"].isna().all() and good["label"].notna().all()
-    assert set(good["true_index"]) <= set(IMAGENETTE_SYNSETS.values())
+    assert set(true_indices(good["path"])) <= set(IMAGENETTE_SYNSETS.values())
     assert run.summary["num_failed"] == 1 and run.summary["accuracy"] is not None
     assert run.summary["failures"] == {"empty file (0 bytes)": 1}
