@@ -72,7 +72,8 @@ def test_messy_folder_offline(run_notebook, tmp_path, messy_folder):
         pretrained=False,
         data_uri=str(root),
         num_images=None,
-        batch_size=4,
+        batch_size=1,
+        num_actors=3,  # more actors than CPUs: they share them, and reading still gets its share
     )
     check_contract(run, len(good) + len(bad))
     predictions = run.predictions.set_index("path")
