@@ -259,3 +259,12 @@ def test_labelled_folder_broken_files_first_batch_size_one_more_actors_than_cpus
     assert run.summary["resources"]["actors"] == 3
     assert "3 actors share" in " ".join(run.summary["resources"]["actor_pool"]["notes"])
     check_quiet(run.executed)
+
+
+@pytest.mark.notebook
+def test_one_image(run_notebook, tmp_path):
+    """The smallest run a learner tries: one photo, one batch, the exercises on it."""
+    run = run_notebook(NOTEBOOK, tmp_path, pretrained=False, data_uri="sample", num_images=1)
+    check_contract(run, 1)
+    assert run.summary["parity"] == {"checked": 1, "matching": 1, "ok": True}
+    check_quiet(run.executed)
