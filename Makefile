@@ -101,8 +101,8 @@ lock: $(READY)  ## rewrite constraints.txt with the newest versions that fit; th
 bench: $(READY)  ## notebook 01's pipeline vs the tutorial, tuned DataLoaders, the model alone: start-up, images/s, crossover
 	$(BIN)/python -m benchmarks.bench $(ARGS)
 
-bench-vit: $(READY)  ## notebook 02's two places for the ViT's image processor, timed (ARGS="--num-images 128")
-	$(BIN)/python -m benchmarks.bench --pipelines vit_resize_in_read,vit_processor_in_actor --num-images 64 $(ARGS)
+bench-vit: $(READY)  ## notebook 02's two places for the ViT's image processor, timed (ARGS="--num-images 256 --repeat 2")
+	$(BIN)/python -m benchmarks.bench --pipelines vit_resize_in_read,vit_processor_in_actor --num-images 128 $(ARGS)
 
 LAB_ARGS ?=
 lab: $(READY)  ## JupyterLab at the project's root: notebooks/ and outputs/ (LAB_ARGS="--port 8890 --no-browser")

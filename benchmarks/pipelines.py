@@ -6,7 +6,8 @@
 - ``tutorial``: the Ray docs' batch-inference tutorial as written: ``ray.init()``,
   ``read_images``, a row-by-row ``map`` to float32 tensors that carries the original
   image along, one model actor;
-- ``dataloader``: a plain PyTorch ``DataLoader`` whose workers decode and transform;
+- ``dataloader``: a plain PyTorch ``DataLoader`` whose workers decode notebook 01's crops,
+  feeding its ``classify``: the same work without Ray;
 - ``model_only``: notebook 01's ``classify`` on batches already in memory: the ceiling.
 
 **How the benchmark stays what the notebooks run.** The model call, ``EMPTY`` and the
@@ -252,40 +253,42 @@ def run_tutorial(run: dict) -> dict:
 
 
 def run_dataloader(run: dict) -> dict:
-    """A ``DataLoader`` whose ``num_workers`` processes decode and transform; the model here."""
-    import torch
-    from PIL import Image
-    from torch.utils.data import DataLoader, Dataset
-    from torchvision.models import ResNet152_Weights
+    """A ``DataLoader`` feeding notebook 01's ``classify`` with its crops; the workers decode.
 
-    from nbhelpers.models import build_resnet152
+    The same work as the collection (``reading.prepare_image``, ``classify``), without Ray.
+    torchvision's transforms would hand the model NCHW float32 batches, which ResNet152 runs
+    about 20 % slower on this CPU than the channels-last batches that ``classify`` makes
+    from uint8 crops: a difference of memory layout, not of loading.
+    """
+    notebook = notebook_definitions(NOTEBOOK, ["classify"])
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    from nbhelpers import models, reading
 
     class ImageFiles(Dataset):
-        def __init__(self, paths: list[str], transform):
-            self.paths, self.transform = paths, transform
+        def __init__(self, paths: list[str], preprocess):
+            self.paths, self.preprocess = paths, preprocess
 
         def __len__(self) -> int:
             return len(self.paths)
 
-        def __getitem__(self, index: int) -> torch.Tensor:
-            with Image.open(self.paths[index]) as image:
-                return self.transform(image.convert("RGB"))
+        def __getitem__(self, index: int):
+            return reading.prepare_image(self.paths[index], self.preprocess, None).image
 
     imported = time.time()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_resnet152(pretrained=False)[0].to(device)
+    model, spec = models.build_resnet152(pretrained=False)
+    model = model.to("cuda" if torch.cuda.is_available() else "cpu")
     built = time.time()
     loader = DataLoader(
-        ImageFiles(run["paths"], ResNet152_Weights.DEFAULT.transforms()),
-        batch_size=run["batch_size"] or (64 if device.type == "cuda" else 16),
+        ImageFiles(run["paths"], spec.preprocess),
+        batch_size=run["batch_size"] or (64 if torch.cuda.is_available() else 16),
         num_workers=run["loader_workers"],
-        pin_memory=device.type == "cuda",
     )
     batches = []
-    with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
-        for batch in loader:
-            model(batch.to(device)).float().softmax(dim=1).topk(2, dim=1)
-            batches.append([time.time(), len(batch)])
+    for batch in loader:
+        notebook["classify"](model, batch.numpy(), spec)
+        batches.append([time.time(), len(batch)])
     phases = [
         ("imports", run["launched"], imported),
         ("model_build", imported, built),
