@@ -94,11 +94,12 @@ def vit_base_folder() -> Path:
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     from nbhelpers import vit
+    from nbhelpers.models import OFFLINE_SEED
 
     tiny = vit.offline_vit_folder()
     labels = ViTConfig.from_pretrained(tiny)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.manual_seed(OFFLINE_SEED)
         model = ViTForImageClassification(
             ViTConfig(id2label=labels.id2label, label2id=labels.label2id)
         )
