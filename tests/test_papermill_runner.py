@@ -48,12 +48,27 @@ def test_parameters_keep_their_types_and_the_executed_copy_lands_in_output_dir(t
     assert seen == {"num_images": 8, "data_uri": "s3://anonymous@bucket/1e3", "flags": [True, None]}
 
 
-def test_a_failing_cell_is_reported_with_papermills_output(tmp_path):
-    notebook = write_notebook(tmp_path / "fails.ipynb", "raise ValueError('no images at all')")
+def test_a_failing_cell_is_reported_by_its_own_exception(tmp_path):
+    """The error names the exception, its message's first two lines, and the cell."""
+    notebook = write_notebook(
+        tmp_path / "fails.ipynb",
+        "print('fine so far')",
+        "raise ValueError('no images at all\\nin /nowhere\\nthird line')",
+        "print('never runs')",
+    )
     run = execute_notebook(notebook, tmp_path / "out", timeout_s=120)
     assert not run.timed_out and run.returncode != 0
-    assert run.error.startswith("stopped with an error") and "fails.ipynb" in run.error
-    assert "no images at all" in run.output
+    # cells: parameters, papermill's injected parameters, print, raise
+    assert run.error == "ValueError: no images at all in /nowhere (cell In [4] of fails.ipynb)"
+    assert "Traceback" in run.output and "third line" in run.output  # captured: the traceback
+
+
+def test_papermill_failing_before_any_cell_says_what_it_printed(tmp_path):
+    """No cell ran (no such notebook): the error gives papermill's last line."""
+    run = execute_notebook(tmp_path / "missing.ipynb", tmp_path / "out", timeout_s=120)
+    assert run.returncode not in (0, None)
+    assert run.error.startswith("stopped with an error (exit 1); see missing.ipynb: ")
+    assert "FileNotFoundError" in run.error and str(tmp_path / "missing.ipynb") in run.error
 
 
 def test_a_time_out_stops_the_kernel_and_what_it_started(tmp_path):

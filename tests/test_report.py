@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tools import run_notebooks
+from tools import papermill_runner, run_notebooks
 from tools.report import NotebookReport, describe_device, quality, write_index
 
 SUMMARY = {
@@ -91,3 +93,39 @@ def test_make_smoke_runs_a_notebook_and_leaves_a_report(tmp_path):
     index = (root / "index.md").read_text()
     assert "01_resnet_classification" in index and "| ok |" in index.replace("  ", " ")
     assert (root / "index.html").is_file()
+
+
+@pytest.mark.notebook
+def test_a_failed_job_says_why_in_one_place(tmp_path):
+    """What ``make run NB=01`` prints when the data is missing: the notebook's error, in a line.
+
+    The notebook has started Ray when its source cell fails, so its kernel is stopped
+    with a local Ray running: no stack trace of Ray's on the terminal, no papermill
+    traceback either (it is in the executed copy).
+    """
+    command = [sys.executable, "-m", "tools.run_notebooks", "--only", "01"]
+    command += ["--output-root", str(tmp_path), "-p", "data_uri", "/nonexistent"]
+    process = subprocess.Popen(
+        command,
+        cwd=papermill_runner.PROJECT_ROOT,
+        env=papermill_runner.environment({"RAY_ADDRESS": ""}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        terminal, _ = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        papermill_runner.stop_process_tree(process.pid)
+        process.communicate()
+        raise AssertionError("the job for 01 did not finish") from None
+    assert process.returncode == 1, terminal[-6000:]
+    finished = [line for line in terminal.splitlines() if line.startswith("<== ")]
+    assert len(finished) == 1 and ": failed in " in finished[0], terminal[-6000:]
+    assert "DataSourceError: " in finished[0] and "/nonexistent" in finished[0]
+    assert "(cell In [" in finished[0] and "of 01_resnet_classification.ipynb)" in finished[0]
+    assert "SIGTERM received" not in terminal and "Traceback" not in terminal, terminal[-6000:]
+    failure = [
+        line for line in (tmp_path / "index.md").read_text().splitlines() if "failed:**" in line
+    ]
+    assert failure == [f"**01_resnet_classification failed:** {finished[0].split('; ', 1)[1]}"]

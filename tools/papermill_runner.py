@@ -1,20 +1,27 @@
 """Execute a notebook with papermill under an outer time limit: the project's one runner.
 
 ``make run`` / ``make smoke`` (:mod:`tools.run_notebooks`), the tests and the
-benchmarks all call :func:`execute_notebook`. Papermill runs in a subprocess:
+benchmarks all call :func:`execute_notebook`. Papermill runs in a subprocess
+(``python -m tools.papermill_runner``, see :func:`run_papermill`):
 
-- with ``-k python3``, the kernel of the Python that runs this module, so that a
-  notebook always runs in the environment that started it;
-- with the parameters as one YAML (JSON) mapping, so that ``None``, numbers,
-  booleans, lists and strings reach the notebook with their types;
+- with the ``python3`` kernel, the kernel of the Python that runs this module, so
+  that a notebook always runs in the environment that started it;
+- with the parameters as one JSON mapping, so that ``None``, numbers, booleans,
+  lists and strings reach the notebook with their types;
+- stopping the kernel at once when the notebook is done or has failed, so that
+  its Ray driver prints no stack trace (see :func:`run_papermill`);
 - under an outer time limit, because papermill waits forever when its kernel
   dies (for instance when it is killed for memory). On a time-out the whole
   process tree is stopped: papermill, the kernel, and the local Ray instance the
   kernel started. Other Ray instances on the machine are left alone.
+
+A failed execution says why in one line, :attr:`NotebookExecution.error`: the
+notebook's own exception, read from the failing cell's output in the executed copy.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -25,11 +32,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import nbformat
+
 from nbhelpers.cache import PROJECT_ROOT
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 KERNEL = "python3"
 """Papermill's kernel: ``python3`` resolves to the Python that runs papermill."""
+ERROR_TEXT_LIMIT = 600
+"""At most this many characters of an exception's message in :attr:`NotebookExecution.error`."""
 
 
 @dataclass(frozen=True)
@@ -55,12 +66,44 @@ class NotebookExecution:
 
     @property
     def error(self) -> str | None:
-        """``None`` when every cell ran, else one line that says what happened."""
+        """``None`` when every cell ran, else one line that says what happened.
+
+        For a failing cell, the notebook's own exception: ``"DataSourceError: Cannot
+        reach ... (cell In [6] of 01_resnet_classification.ipynb)"``. When papermill
+        stopped before a cell failed (no kernel, for instance), its exit status and the
+        last line it printed, if the output was captured.
+        """
         if self.timed_out:
             return f"ran past {self.timeout_s:g}s and was stopped"
-        if self.returncode != 0:
-            return f"stopped with an error (exit {self.returncode}); see {self.executed.name}"
+        if self.returncode == 0:
+            return None
+        cell_error = notebook_error(self.executed)
+        if cell_error:
+            return cell_error
+        last_lines = [line.strip() for line in self.output.splitlines() if line.strip()]
+        said = f": {last_lines[-1][:ERROR_TEXT_LIMIT]}" if last_lines else ""
+        return f"stopped with an error (exit {self.returncode}); see {self.executed.name}{said}"
+
+
+def notebook_error(executed: Path) -> str | None:
+    """The exception that stopped ``executed``, from the error output of its failing cell.
+
+    Returns:
+        ``"<type>: <the message's first two lines> (cell In [<n>] of <file name>)"``, or
+        ``None`` when the file is missing, unreadable, or holds no error output.
+    """
+    try:
+        notebook = nbformat.read(executed, as_version=4)
+    except (OSError, ValueError):  # missing, or not a notebook (nbformat's NotJSONError)
         return None
+    for cell in reversed(notebook.cells):  # papermill stops at the first error: the last one
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                lines = [line.strip() for line in output.get("evalue", "").splitlines()]
+                message = " ".join([line for line in lines if line][:2])[:ERROR_TEXT_LIMIT]
+                where = f"cell In [{cell.get('execution_count')}] of {executed.name}"
+                return f"{output.get('ename', 'Error')}{': ' if message else ''}{message} ({where})"
+    return None
 
 
 def papermill_command(
@@ -69,13 +112,61 @@ def papermill_command(
     parameters: Mapping[str, object],
     cwd: Path,
     progress_bar: bool = False,
+    show_traceback: bool = True,
 ) -> list[str]:
-    """The papermill command line that executes ``notebook`` into ``executed``."""
-    command = [sys.executable, "-m", "papermill", str(notebook), str(executed), "-k", KERNEL]
-    command += ["--cwd", str(cwd)] + ([] if progress_bar else ["--no-progress-bar"])
-    if parameters:
-        command += ["-y", json.dumps(dict(parameters), default=str)]
-    return command
+    """The command line that executes ``notebook`` into ``executed`` with :func:`run_papermill`.
+
+    It runs from :data:`PROJECT_ROOT` (where ``tools`` can be imported).
+    """
+    command = [sys.executable, "-m", "tools.papermill_runner", str(notebook), str(executed)]
+    command += ["--cwd", str(cwd), "--parameters", json.dumps(dict(parameters), default=str)]
+    command += ["--progress-bar"] if progress_bar else []
+    return command + ([] if show_traceback else ["--quiet"])
+
+
+def run_papermill(
+    notebook: Path,
+    executed: Path,
+    parameters: Mapping[str, object],
+    cwd: Path,
+    progress_bar: bool = False,
+    show_traceback: bool = True,
+) -> int:
+    """Execute ``notebook`` into ``executed`` with papermill, in this process; 0 when every cell ran.
+
+    The kernel is stopped at once at the end (nbclient's ``shutdown_kernel="immediate"``:
+    its process group is killed), not gently as papermill's command line does. Gently
+    means: ask the kernel to exit, wait 2.5 s, SIGTERM its process group, wait 2.5 s,
+    SIGKILL it. A kernel that started a local Ray never exits in that time (ipykernel
+    first terminates its child processes, Ray's, and waits up to half a minute for
+    them), so the SIGTERM always came, and the Ray driver in the kernel answered it
+    with a C++ stack trace on the terminal (``*** SIGTERM received ...``). The end is
+    the same kill, without the dump and 5 s sooner; the executed copy is complete by
+    then, and a notebook that shut Ray down has nothing left to stop.
+
+    Args:
+        progress_bar: show papermill's progress bar (on stderr).
+        show_traceback: on a failing cell, print its traceback (papermill's text) on stderr;
+            without, print nothing: :attr:`NotebookExecution.error` says what failed and
+            the executed copy holds the traceback.
+    """
+    import papermill  # here: importing this module for its other functions stays light
+
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(executed),
+            parameters=dict(parameters),
+            kernel_name=KERNEL,
+            cwd=str(cwd),
+            progress_bar=progress_bar,
+            shutdown_kernel="immediate",
+        )
+    except papermill.PapermillExecutionError as error:
+        if show_traceback:
+            print(error, file=sys.stderr)
+        return 1
+    return 0
 
 
 def environment(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -104,26 +195,30 @@ def execute_notebook(
         timeout_s: the outer time limit for the whole execution.
         env: environment variables to set; an empty value removes one.
         executed: where the executed copy goes (default: ``<output_dir>/<name>.ipynb``).
-        capture_output: keep papermill's output in the result instead of printing it
-            (printed, it comes with papermill's progress bar).
+        capture_output: keep papermill's output in the result, with a failing cell's
+            traceback, instead of printing it; printed, it comes with papermill's
+            progress bar and without the traceback (the caller prints ``error``).
 
     Returns:
         A :class:`NotebookExecution`; a failing cell or a time-out is reported in it,
         never raised, so that a caller can go on with other notebooks.
     """
-    notebook = Path(notebook)
+    notebook = Path(notebook).absolute()
     if notebook.suffix != ".ipynb":
         notebook = NOTEBOOK_DIR / f"{notebook.name}.ipynb"
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    executed = Path(executed) if executed else output_dir / f"{notebook.stem}.ipynb"
+    executed = Path(executed or output_dir / f"{notebook.stem}.ipynb").absolute()
     parameters = {"output_dir": str(output_dir)} | dict(parameters or {})
+    # Printed on a terminal: a progress bar, and no traceback (the caller prints `error`).
+    printed = not capture_output
     command = papermill_command(
-        notebook, executed, parameters, cwd=notebook.parent, progress_bar=not capture_output
+        notebook, executed, parameters, notebook.parent, printed, not printed
     )
     start = time.perf_counter()
     process = subprocess.Popen(
         command,
+        cwd=PROJECT_ROOT,
         env=environment(env),
         stdout=subprocess.PIPE if capture_output else None,
         stderr=subprocess.PIPE if capture_output else None,
@@ -186,3 +281,25 @@ def _signal(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except ProcessLookupError:
         pass  # already gone
+
+
+def main(argv: list[str] | None = None) -> int:
+    """What :func:`execute_notebook` runs in its subprocess: :func:`run_papermill`."""
+    parser = argparse.ArgumentParser(description=run_papermill.__doc__.splitlines()[0])
+    parser.add_argument("notebook", type=Path)
+    parser.add_argument("executed", type=Path)
+    parser.add_argument("--cwd", type=Path, required=True, help="the kernel's working directory")
+    parser.add_argument("--parameters", default="{}", help="the parameters, one JSON mapping")
+    parser.add_argument("--progress-bar", action="store_true")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no traceback for a failing cell"
+    )
+    args = parser.parse_args(argv)
+    parameters = json.loads(args.parameters)
+    return run_papermill(
+        args.notebook, args.executed, parameters, args.cwd, args.progress_bar, not args.quiet
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -106,11 +106,15 @@ def main(argv: list[str] | None = None) -> int:
         report = execute(notebook, output_root, parameters, args.timeout)
         reports.append(report)
         cells = report.cells()
+        figures = (
+            f"; {cells['images in'] or 0} images, {cells['failed'] or 0} failed, "
+            f"{cells['images/s'] or '?'} images/s, {cells['accuracy / mAP']}"
+            if report.summary
+            else ""
+        )
         print(
             f"<== [{number}/{len(notebooks)}] {notebook.name}: {report.status} in "
-            f"{cells['duration']}; {cells['images in'] or 0} images, {cells['failed'] or 0} failed, "
-            f"{cells['images/s'] or '?'} images/s, {cells['accuracy / mAP']}"
-            + (f"; {report.error}" if report.error else ""),
+            f"{cells['duration']}{figures}" + (f"; {report.error}" if report.error else ""),
             file=sys.stderr if report.status == "failed" else sys.stdout,
             flush=True,
         )
