@@ -139,11 +139,16 @@ def run_collection(run: dict) -> dict:
         },
         max_restarts=0,
     )
-    output_dir = run["output_dir"]
+    output = results.output_location(run["output_dir"])
     times["pipeline_started"] = time.time()
-    predictions.write_parquet(f"{output_dir}/predictions", mode="overwrite")
+    predictions.write_parquet(
+        output.predictions,  # <output_dir>/predictions: a local path, or bucket/prefix on S3
+        filesystem=output.filesystem,  # the local disk, or S3 with the credentials
+        ray_remote_args=output.ray_remote_args,  # a local folder: the writes run on this node
+        mode="overwrite",
+    )
     times["end"] = time.time()
-    table = results.read_predictions(f"{output_dir}/predictions", source.paths)
+    table = results.read_predictions(output, source.paths)
     return ray_pipeline_timings(run, times, table) | {"plan": plan.describe()}
 
 
@@ -167,7 +172,7 @@ def run_vit(run: dict) -> dict:
         object_store_memory=plan.num_actors * 64 * 2**20
     )
     source = sources.find_images(run["folder"], run["num_images"])
-    device = "cuda" if plan.use_gpu else "cpu"
+    device = cluster.local_device(plan)  # "cpu" where this process has no GPU
     classifier = notebook["load_classifier"](pretrained, model_id, device)
     keep_whole = run["pipeline"] == "vit_processor_in_actor"
     preprocess = vit.read_preprocessing(classifier, keep_whole=keep_whole)
@@ -191,16 +196,21 @@ def run_vit(run: dict) -> dict:
         fn_constructor_kwargs={
             "pretrained": pretrained,
             "model_id": model_id,
-            "device": device,
+            "device": plan.device,  # the actors' device: "cuda" on a GPU cluster
             "torch_threads": plan.torch_threads,
         },
         max_restarts=0,
     )
-    output_dir = run["output_dir"]
+    output = results.output_location(run["output_dir"])
     times["pipeline_started"] = time.time()
-    predictions.write_parquet(f"{output_dir}/predictions", mode="overwrite")
+    predictions.write_parquet(
+        output.predictions,  # <output_dir>/predictions: a local path, or bucket/prefix on S3
+        filesystem=output.filesystem,  # the local disk, or S3 with the credentials
+        ray_remote_args=output.ray_remote_args,  # a local folder: the writes run on this node
+        mode="overwrite",
+    )
     times["end"] = time.time()
-    table = results.read_predictions(f"{output_dir}/predictions", source.paths)
+    table = results.read_predictions(output, source.paths)
     return ray_pipeline_timings(run, times, table) | {"plan": plan.describe()}
 
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import ray
+import torch
 
 import nbhelpers
 from nbhelpers.connect import choose_token_authentication, join_cluster
@@ -179,6 +180,17 @@ def size_actor_pool(
         notes=tuple(notes),
         torch_threads=torch_threads_per_actor(resources, actors, gpu, cpus_per_actor),
     )
+
+
+def local_device(plan: ActorPoolPlan) -> str:
+    """Where this process runs the single batch: ``"cuda"`` when the actors use GPUs and this
+    process has one too, else ``"cpu"``.
+
+    On a cluster the notebook often runs where the actors' devices are not: a JupyterLab
+    on a CPU-only head node or pod, joined to GPU workers. Asking for ``"cuda"`` there
+    would fail before any Ray work.
+    """
+    return "cuda" if plan.use_gpu and torch.cuda.is_available() else "cpu"
 
 
 def _runtime_env(remote: bool) -> dict:

@@ -44,6 +44,32 @@ def confusion_matrix(
     return pd.crosstab(truth, guessed).reindex(index=names, columns=[*names, OTHER], fill_value=0)
 
 
+ACROSS_DEVICES_TOLERANCE = 0.02
+"""Score tolerance when the single batch ran on the CPU in float32 and the actors on GPUs,
+in half precision: bfloat16 keeps about 3 significant digits, so probabilities move in
+the second or third decimal."""
+
+
+def parity_tolerance(
+    single_device: str, actors_device: str, same_device: float
+) -> tuple[float, str]:
+    """The score tolerance for comparing the single batch with the actors, and why.
+
+    ``same_device`` where both ran on the same kind of device and precision; wider
+    (:data:`ACROSS_DEVICES_TOLERANCE`) where the single batch ran on another one.
+    """
+    if single_device == actors_device:
+        return (
+            same_device,
+            f"Same device ({actors_device}) and precision: scores within {same_device:g}.",
+        )
+    tolerance = max(same_device, ACROSS_DEVICES_TOLERANCE)
+    return tolerance, (
+        f"The single batch ran on {single_device} in float32, the actors on {actors_device} in "
+        f"half precision: scores within {tolerance:g}, since half precision keeps about 3 digits."
+    )
+
+
 def compare_classifications(
     single: pd.DataFrame, scaled: pd.DataFrame, score_tolerance: float = 1e-3
 ) -> pd.DataFrame:

@@ -19,7 +19,7 @@ NOTEBOOK_TIMEOUT_S = int(os.environ.get("NOTEBOOK_TIMEOUT_S", "420"))
 
 
 class NotebookRun:
-    """What one papermill execution left behind."""
+    """What one papermill execution left behind (read from a local folder)."""
 
     def __init__(self, output_dir: Path, executed: Path):
         self.output_dir = output_dir
@@ -31,26 +31,55 @@ class NotebookRun:
         )
 
 
-def execute_notebook(
-    name: str, output_dir: Path, env: dict | None = None, **parameters
-) -> NotebookRun:
-    """Run ``notebooks/<name>.ipynb`` with :func:`tools.papermill_runner.execute_notebook`.
+def execute_notebook(name: str, folder: Path, env: dict | None = None, **parameters) -> NotebookRun:
+    """Run ``notebooks/<name>.ipynb`` with :func:`tools.papermill_runner.execute_notebook`,
+    its executed copy and (unless the ``output_dir`` parameter says otherwise) its results
+    in ``folder``.
 
     A local Ray instance of its own (``RAY_ADDRESS`` unset unless ``env`` sets it);
     an empty value in ``env`` removes that variable. The test fails with papermill's
-    output when a cell fails or the run passes ``NOTEBOOK_TIMEOUT_S``.
+    output when a cell fails or the run passes ``NOTEBOOK_TIMEOUT_S``. The results are
+    read from the ``output_dir`` parameter when given (an ``s3://`` one is downloaded
+    with boto3 into ``folder/from-s3``), else from ``folder``.
     """
     run = papermill_runner.execute_notebook(
         name,
-        output_dir,
+        folder,
         parameters,
         timeout_s=NOTEBOOK_TIMEOUT_S,
         env={"RAY_ADDRESS": ""} | (env or {}),
-        executed=output_dir / f"{name}.executed.ipynb",
+        executed=folder / f"{name}.executed.ipynb",
     )
     if run.error:
         raise AssertionError(f"{name} {run.error}:\n{run.output[-9000:]}")
-    return NotebookRun(output_dir, run.executed)
+    results = str(parameters.get("output_dir", folder))
+    if results.startswith("s3://"):
+        return NotebookRun(download_s3_prefix(results, env or {}, folder / "from-s3"), run.executed)
+    return NotebookRun(Path(results), run.executed)
+
+
+def download_s3_prefix(uri: str, env: dict[str, str], target: Path) -> Path:
+    """Copy every object under ``s3://bucket/prefix`` into ``target`` with boto3, using the
+    endpoint and credentials in ``env`` (as a notebook run got them); returns ``target``."""
+    import boto3
+
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL_S3"],
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    prefix = prefix.strip("/") + "/"
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    for item in listing:
+        if item["Key"].endswith("/"):  # a folder marker, which S3 file systems create
+            continue
+        local = target / item["Key"].removeprefix(prefix)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(bucket, item["Key"], str(local))
+    return target
 
 
 def run_smoke_job(only: str, output_root: Path, **parameters) -> Path:

@@ -26,7 +26,7 @@ from nbhelpers.detection import (
 from nbhelpers.evaluate import box_iou, compare_detections, evaluate_against_voc_annotations
 from nbhelpers.models import WeightsUnavailableError
 from nbhelpers.reading import decode_batch, object_array
-from nbhelpers.results import read_predictions
+from nbhelpers.results import output_location, read_predictions
 from nbhelpers.visualize import draw_detections
 from nbhelpers.voc import (
     VOC_TO_COCO,
@@ -334,11 +334,14 @@ def test_rows_of_failed_images_and_of_images_without_boxes_read_back_with_the_re
     for i in range(3):  # one file per block, as Ray Data writes them
         block = {key: value[i : i + 1] for key, value in batch.items()}
         rows = image_rows(block, {key: value[i : i + 1] for key, value in found.items()})
-        pq.write_table(rows, tmp_path / f"{i}.parquet")
+        (tmp_path / "predictions").mkdir(exist_ok=True)
+        pq.write_table(rows, tmp_path / "predictions" / f"{i}.parquet")
     paths = ["bad.jpg", "blank.jpg", "a.jpg"]
     for frame in (
-        read_predictions(tmp_path, paths),
-        pd.read_parquet(tmp_path).sort_values("path", key=lambda p: p.map(paths.index)),
+        read_predictions(output_location(tmp_path), paths),
+        pd.read_parquet(tmp_path / "predictions").sort_values(
+            "path", key=lambda p: p.map(paths.index)
+        ),
     ):
         assert list(frame["path"]) == paths
         assert frame["boxes"].iloc[0] is None and frame["labels"].iloc[0] is None

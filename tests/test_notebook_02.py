@@ -154,7 +154,7 @@ def test_the_lesson_is_in_the_notebooks_own_cells():
     long = {cell.id: len(cell.source.splitlines()) for cell in cells}
     assert max(long.values()) <= 15, long
     imports = next(cell for cell in cells if "from nbhelpers import" in cell.source)
-    assert len(imports.source.splitlines()) <= 12
+    assert len(imports.source.splitlines()) <= 14
     names = re.search(r"from nbhelpers import (.+)", imports.source).group(1).split(", ")
     assert len(names) <= 8 and code.count("nbhelpers") == 1
     solutions = [cell for cell in cells if "solution" in cell.metadata.get("tags", [])]
@@ -262,9 +262,22 @@ def test_labelled_folder_broken_files_first_batch_size_one_more_actors_than_cpus
 
 
 @pytest.mark.notebook
-def test_one_image(run_notebook, tmp_path):
-    """The smallest run a learner tries: one photo, one batch, the exercises on it."""
-    run = run_notebook(NOTEBOOK, tmp_path, pretrained=False, data_uri="sample", num_images=1)
+def test_one_image_results_to_s3(run_notebook, tmp_path, private_s3):
+    """The smallest run a learner tries: one photo, one batch, the exercises on it; the
+    results go to a bucket of a local S3 server."""
+    from test_s3 import check_results_in_bucket
+
+    uri = "s3://team-photos/results/02"
+    run = run_notebook(
+        NOTEBOOK,
+        tmp_path,
+        env=private_s3.env(),
+        pretrained=False,
+        data_uri="sample",
+        num_images=1,
+        output_dir=uri,
+    )
     check_contract(run, 1)
+    check_results_in_bucket(run, uri)
     assert run.summary["parity"] == {"checked": 1, "matching": 1, "ok": True}
     check_quiet(run.executed)

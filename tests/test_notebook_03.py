@@ -51,7 +51,7 @@ def test_the_lesson_keeps_ray_data_and_the_model_call_in_its_own_short_cells():
     long = {cell.source.splitlines()[0]: len(cell.source.splitlines()) for cell in cells}
     assert max(long.values()) <= 15, {first: n for first, n in long.items() if n > 15}
     imports = next(cell.source for cell in cells if "from nbhelpers import" in cell.source)
-    assert len(imports.splitlines()) <= 12
+    assert len(imports.splitlines()) <= 14
     names = re.search(r"from nbhelpers import (.+)", imports).group(1).split(", ")
     assert len(names) <= 8, names
     solutions = [cell for cell in cells if "solution" in cell.metadata.get("tags", [])]
@@ -154,11 +154,24 @@ def test_voc_folder_broken_file_first_one_photo_per_batch_more_actors_than_cpus(
 
 
 @pytest.mark.notebook
-def test_one_sample_photo_with_a_batch_larger_than_the_data(run_notebook, tmp_path):
+def test_one_sample_photo_with_a_batch_larger_than_the_data_results_to_s3(
+    run_notebook, tmp_path, private_s3
+):
+    from test_s3 import check_results_in_bucket
+
+    uri = "s3://team-photos/results/03"
     run = run_notebook(
-        NOTEBOOK, tmp_path, pretrained=False, data_uri="sample", num_images=1, batch_size=64
+        NOTEBOOK,
+        tmp_path,
+        env=private_s3.env(),
+        pretrained=False,
+        data_uri="sample",
+        num_images=1,
+        batch_size=64,
+        output_dir=uri,
     )
     check_detections(run, 1, parity_checked=1)
+    check_results_in_bucket(run, uri)
     assert run.summary["num_failed"] == 0
     assert run.summary["mean_average_precision"] is None  # no annotations beside the photos
     assert run.summary["annotated_images"] == 0

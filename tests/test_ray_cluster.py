@@ -1,10 +1,17 @@
-"""A real multi-process Ray cluster on this machine: a head node and a worker node.
+"""A real multi-process Ray cluster on this machine, shaped as clusters really are.
 
-Both are started with ``ray start`` as separate processes, with token
-authentication on, the way ``ray start --head`` runs a cluster since Ray 2.5x.
-The notebook joins through ``RAY_ADDRESS`` and gets the token from
-``RAY_AUTH_TOKEN`` alone: ``nbhelpers`` turns token mode on for the driver, and
-ships itself to the workers (``runtime_env``).
+Every node is started with ``ray start`` as separate processes, with token
+authentication on, the way ``ray start --head`` runs a cluster since Ray 2.5x:
+
+- the head node offers no CPU (``--num-cpus 0``: it runs only Ray's own services, as
+  Ray advises for clusters), and the notebook's driver runs on it;
+- each of the two worker nodes (2 CPUs) has a disk of its own: it starts inside a
+  private mount namespace with a tmpfs over :data:`PRIVATE_DIR`, so that what it writes
+  there only it can see, as on a machine of its own.
+
+The notebook joins through ``RAY_ADDRESS`` and gets the token from ``RAY_AUTH_TOKEN``
+alone: ``nbhelpers`` turns token mode on for the driver, and ships itself to the
+workers (``runtime_env``).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import pytest
 pytestmark = [pytest.mark.cluster, pytest.mark.notebook]
 
 RAY = str(Path(sys.executable).with_name("ray"))
-CPUS_PER_NODE = 2
+CPUS_PER_NODE = 2  # on each of the two worker nodes; the head offers none
 
 
 def _free_port() -> int:
@@ -38,31 +45,55 @@ def _ray(*args: str, env: dict[str, str], timeout: int = 120) -> None:
         raise RuntimeError(f"ray {' '.join(args)} failed:\n{result.stderr[-3000:]}")
 
 
+def _can_unshare() -> bool:
+    """Whether this process may start a program in a private mount namespace (root, Linux)."""
+    if not shutil.which("unshare") or os.geteuid() != 0:
+        return False
+    probe = ["unshare", "-m", "--propagation", "private", "true"]
+    return subprocess.run(probe, capture_output=True).returncode == 0
+
+
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
-    """``(address, token)`` of a two-node cluster (2 CPUs each) with token authentication."""
+    """``(address, token, private_dir)`` of a cluster with token authentication: a head with
+    no CPU, and two 2-CPU worker nodes that each see a tmpfs of their own at ``private_dir``."""
+    if not _can_unshare():
+        pytest.skip("needs root and unshare(1) to give each worker node a disk of its own")
     home = tmp_path_factory.mktemp("cluster-home")  # no ~/.ray/auth_token of the user's
+    private_dir = tmp_path_factory.mktemp("nodes-own-disk")  # the driver's own folder there
     token = secrets.token_hex(32)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env |= {"HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     address = f"127.0.0.1:{_free_port()}"
-    common = ["--node-ip-address=127.0.0.1", f"--num-cpus={CPUS_PER_NODE}", "--num-gpus=0"]
-    common += ["--disable-usage-stats"]
+    common = ["--node-ip-address=127.0.0.1", "--num-gpus=0", "--disable-usage-stats"]
     try:
         _ray(
             "start",
             "--head",
             f"--port={address.split(':')[1]}",
             "--include-dashboard=false",
+            "--num-cpus=0",
             *common,
             env=env,
         )
-        _ray("start", f"--address={address}", *common, env=env)
-        _wait_for_nodes(address, env, expected=2)
-        yield address, token
+        worker = [RAY, "start", f"--address={address}", f"--num-cpus={CPUS_PER_NODE}", *common]
+        for _ in range(2):
+            _ray_in_private_mount(worker, private_dir, env)
+        _wait_for_nodes(address, env, expected=3)
+        yield address, token, private_dir
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _ray_in_private_mount(command: list[str], private_dir: Path, env: dict[str, str]) -> None:
+    """Run ``ray start`` in a mount namespace of its own, with a fresh tmpfs over
+    ``private_dir``: the node and its workers write there, and nobody else sees it."""
+    script = f'mount -t tmpfs tmpfs "{private_dir}" && exec "$@"'
+    full = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *command]
+    result = subprocess.run(full, env=env, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(full)} failed:\n{result.stderr[-3000:]}")
 
 
 def _wait_for_nodes(address: str, env: dict[str, str], expected: int) -> None:
@@ -78,13 +109,16 @@ def _wait_for_nodes(address: str, env: dict[str, str], expected: int) -> None:
     raise RuntimeError(f"the cluster at {address} did not reach {expected} nodes:\n{status}")
 
 
-def test_notebook_joins_the_cluster_and_its_actors_run_on_both_nodes(
+def test_notebook_joins_the_cluster_and_its_results_come_back_whole(
     ray_cluster, run_notebook, tmp_path, imagenette_folder
 ):
-    """Notebook 01 on a labelled folder in Imagenette's layout, on the two-node cluster."""
+    """Notebook 01 on a labelled folder in Imagenette's layout, its actors on both worker
+    nodes, its ``output_dir`` a folder that each worker node has a private copy of: every
+    row comes back to the head node, which offers no CPU for the write tasks."""
     from test_notebook_01 import check_labelled_run
 
-    address, token = ray_cluster
+    address, token, private_dir = ray_cluster
+    output_dir = private_dir / "run"
     run = run_notebook(
         "01_resnet_classification",
         tmp_path,
@@ -94,10 +128,11 @@ def test_notebook_joins_the_cluster_and_its_actors_run_on_both_nodes(
         data_uri=str(imagenette_folder),
         num_actors=2,
         batch_size=2,
+        output_dir=str(output_dir),
     )
     check_labelled_run(run, num_images=8, batch_size=2)
     resources = run.summary["resources"]
-    assert resources["nodes"] == 2 and resources["cpus"] == 2 * CPUS_PER_NODE
+    assert resources["nodes"] == 3 and resources["cpus"] == 2 * CPUS_PER_NODE
     assert resources["actors"] == 2
     rows_per_node = resources["actor_nodes"]
     assert len(rows_per_node) == 2, f"the actors ran on one node only: {rows_per_node}"
@@ -105,12 +140,13 @@ def test_notebook_joins_the_cluster_and_its_actors_run_on_both_nodes(
     assert set(run.predictions["node_id"]) == set(rows_per_node)
     log = run.executed.read_text()
     assert "RAY_AUTH_MODE=token" in log  # the driver switched token mode on by itself
-    assert "on 2 node(s)" in log
+    assert "on 3 node(s)" in log
+    assert "which offers no CPU: the write tasks reserve none" in log
 
 
 def test_a_pool_larger_than_the_cluster_says_what_it_got(ray_cluster, tmp_path):
     """Asking for more than the cluster has never waits: the plan shrinks and says so."""
-    address, token = ray_cluster
+    address, token, _ = ray_cluster
     script = (
         "from nbhelpers.cluster import size_actor_pool, start_ray, stop_ray\n"
         "resources = start_ray()\n"
@@ -129,7 +165,7 @@ def test_a_pool_larger_than_the_cluster_says_what_it_got(ray_cluster, tmp_path):
 
 
 def test_joining_without_the_token_fails_with_advice(ray_cluster, tmp_path):
-    address, _ = ray_cluster
+    address, _, _ = ray_cluster
     script = "from nbhelpers.cluster import start_ray\nstart_ray()\n"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env |= {"RAY_ADDRESS": address, "HOME": str(tmp_path)}  # no token anywhere

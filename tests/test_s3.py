@@ -97,6 +97,15 @@ def test_a_single_object(private_env):
     assert find_images(uri).paths == ["team-photos/imagenette/val/n01440764/tench one.JPEG"]
 
 
+def check_results_in_bucket(run, uri: str) -> None:
+    """The run's results came from the bucket: Parquet files and ``summary.json`` are there."""
+    assert run.output_dir.name == "from-s3"  # downloaded from the bucket, not a local folder
+    assert (run.output_dir / "summary.json").is_file()
+    assert list((run.output_dir / "predictions").glob("*.parquet"))
+    assert run.summary["parameters"]["output_dir"] == uri
+    assert f"Results go to {uri}" in run.executed.read_text()
+
+
 READ_IN_A_CLEAN_PROCESS = """
 import pickle, sys
 from nbhelpers.decode import read_bytes
@@ -131,10 +140,14 @@ def test_notebook_01_reads_s3(run_notebook, tmp_path, public_s3, private_s3, mod
 
     server, uri = (public_s3, PUBLIC_URI) if mode == "anonymous" else (private_s3, PRIVATE_URI)
     env = server.env(credentials=mode == "credentials")
+    # With credentials, the results go to the bucket too (run_notebook downloads them).
+    output = {"output_dir": "s3://team-photos/results/01"} if mode == "credentials" else {}
     run = run_notebook(
-        "01_resnet_classification", tmp_path, env=env, pretrained=False, data_uri=uri
+        "01_resnet_classification", tmp_path, env=env, pretrained=False, data_uri=uri, **output
     )
     check_contract(run, IMAGE_KEYS)
+    if output:
+        check_results_in_bucket(run, "s3://team-photos/results/01")
     predictions = run.predictions.set_index(run.predictions["path"].str.rsplit("/", n=1).str[1])
     assert predictions.loc["empty.jpg", "error"] == "empty file (0 bytes)"
     good = predictions.drop("empty.jpg")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from nbhelpers.results import (
     LostRowsError,
     build_summary,
     check_one_row_per_image,
+    output_location,
     read_predictions,
     write_summary,
 )
@@ -120,15 +122,20 @@ def test_results_are_written_and_counts_add_up(tmp_path):
     )
     assert (summary["num_images_in"], summary["num_predicted"], summary["num_failed"]) == (3, 2, 1)
     assert summary["failures"] == {"empty file (0 bytes)": 1}
-    assert json.loads(write_summary(tmp_path / "out", summary).read_text())["num_failed"] == 1
+    output = output_location(tmp_path / "out")
+    written = Path(write_summary(output, summary))
+    assert written == tmp_path / "out" / "summary.json"
+    assert json.loads(written.read_text())["num_failed"] == 1
     folder = tmp_path / "out" / "predictions"
     folder.mkdir()
     predictions.iloc[::-1].to_parquet(folder / "part-0.parquet", index=False)
-    back = read_predictions(folder, ["a", "b", "c"])
+    back = read_predictions(output, ["a", "b", "c"])
     assert back["error"].tolist() == [None, "empty file (0 bytes)", None]
+    only = read_predictions(output, ["a", "b", "c"], columns=["path"])
+    assert list(only.columns) == ["path", "error"]  # path and error always come back
     summary["num_failed"] = 0
     with pytest.raises(LostRowsError):
-        write_summary(tmp_path / "bad", summary)
+        write_summary(output_location(tmp_path / "bad"), summary)
 
 
 def test_choose_num_images():
