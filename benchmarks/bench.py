@@ -33,6 +33,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -157,6 +158,23 @@ def figures(run: dict) -> dict:
     } | {key: run[key] for key in ("workers", "plan") if key in run}
 
 
+def steady_gpu_utilization(run: dict, samples: list[tuple[float, float]]) -> float | None:
+    """Mean GPU utilisation (%) once running: between the first batch and the last one.
+
+    ``None`` without a GPU (or without a sample in that window: a run too short to tell).
+    """
+    done = sorted(at for at, _ in run["batches"])
+    busy = [value for at, value in samples if done and done[0] <= at <= done[-1]]
+    return sum(busy) / len(busy) if busy else None
+
+
+def default_batch_size() -> int:
+    """The notebooks' batch size on this machine: 64 with a GPU, 16 without."""
+    import torch
+
+    return 64 if torch.cuda.is_available() else 16
+
+
 def crossover(collection: dict, loader: dict) -> float | None:
     """Images from which the collection's end-to-end time is below the DataLoader's.
 
@@ -209,8 +227,19 @@ class MemorySampler:
     def __init__(self):
         self.peak_rss = self.peak_shared = 0
         self.shared_at_start = self.shared()
+        self.gpu_busy: list[tuple[float, float]] = []  # (time, % busy), where there is a GPU
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.sample, daemon=True)
+
+    @staticmethod
+    def gpu_utilization() -> float | None:
+        """The busiest GPU's utilisation in % (``nvidia-smi``), or ``None`` without a GPU."""
+        if not shutil.which("nvidia-smi"):
+            return None
+        query = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
+        result = subprocess.run(query, capture_output=True, text=True, timeout=10)
+        values = [float(v) for v in result.stdout.split() if v.replace(".", "").isdigit()]
+        return max(values) if result.returncode == 0 and values else None
 
     @staticmethod
     def shared() -> int:
@@ -220,7 +249,11 @@ class MemorySampler:
         )
 
     def sample(self) -> None:
+        ticks = 0
         while not self.stop.wait(0.25):
+            ticks += 1
+            if ticks % 4 == 0 and (busy := self.gpu_utilization()) is not None:
+                self.gpu_busy.append((time.time(), busy))
             rss = 0
             for process in psutil.Process().children(recursive=True):
                 try:
@@ -269,10 +302,12 @@ def run_pipeline(name: str, settings: dict, timeout: float, retries: int = 1) ->
                     process.kill()
                     code = "timed out"
             if code == 0:
-                return figures(json.loads((Path(scratch) / "run.json").read_text())) | {
+                timings = json.loads((Path(scratch) / "run.json").read_text())
+                return figures(timings) | {
                     "load_average": [load, os.getloadavg()[0]],
                     "peak_rss_bytes": memory.peak_rss,
                     "peak_shared_bytes": memory.peak_shared,
+                    "gpu_utilization": steady_gpu_utilization(timings, memory.gpu_busy),
                 }
         tail = "\n".join(log.read_text().splitlines()[-12:])
         print(f"  {name} failed ({code}) on attempt {attempt + 1}; the end of {log}:\n{tail}")
@@ -288,18 +323,23 @@ def fmt(value: float | None, digits: int = 1) -> str:
 
 def print_results(rows: dict[str, dict]) -> None:
     """The pipelines' figures, as a Markdown table."""
+    alone = rows.get("model_only", {}).get("steady_images_per_second")
     print(
         "| pipeline | first batch after (s) | end to end (s) | images/s end to end "
-        "| images/s steady | start-up (s) | peak RSS (MiB) | peak shared memory (MiB) | load |"
+        "| images/s steady | steady / model alone | GPU busy (%) | start-up (s) "
+        "| peak RSS (MiB) | peak shared memory (MiB) | load |"
     )
-    print("| --- |" + " ---: |" * 8)
+    print("| --- |" + " ---: |" * 10)
     for name, row in rows.items():
-        steady = fmt(row["steady_images_per_second"], 2)
+        rate = row["steady_images_per_second"]
+        steady = fmt(rate, 2)
         if row["repeats"] > 1 and row["steady_range"]:
             steady += " ({:.2f}-{:.2f})".format(*row["steady_range"])
+        share = fmt(rate / alone, 2) if rate and alone else "-"
         print(
             f"| {name} | {fmt(row['first_batch_seconds'])} | {fmt(row['seconds'])} "
-            f"| {row['images_per_second']:.2f} | {steady} | {fmt(row['startup_seconds'])} "
+            f"| {row['images_per_second']:.2f} | {steady} | {share} "
+            f"| {fmt(row.get('gpu_utilization'), 0)} | {fmt(row['startup_seconds'])} "
             f"| {row['peak_rss_bytes'] / 2**20:,.0f} | {row['peak_shared_bytes'] / 2**20:,.0f} "
             f"| {max(row['load_average']):.1f} |"
         )
@@ -339,7 +379,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--num-images", type=int, default=200, help="images per run (default 200)")
-    add("--batch-size", type=int, help="rows per model call (default: the notebooks', 16 on CPU)")
+    add(
+        "--batch-size",
+        type=int,
+        help="rows per model call, for every pipeline (default: the notebooks', 64 on a GPU, "
+        "16 on CPU)",
+    )
     add(
         "--pipelines",
         default=",".join(PIPELINES),
@@ -377,9 +422,11 @@ def main(argv: list[str] | None = None) -> None:
         str(vit_base_folder()) if set(pipelines) & set(VIT_PIPELINES) else None
     )
 
+    batch_size = args.batch_size or default_batch_size()  # the same for every pipeline
+
     def measure(name: str, images: int, workers: int | None = None) -> dict:
         folder = make_images(images)
-        settings = {"folder": str(folder), "num_images": images, "batch_size": args.batch_size}
+        settings = {"folder": str(folder), "num_images": images, "batch_size": batch_size}
         settings |= {"wait_for_load": args.wait_for_load}
         settings |= {"paths": find_images(folder, images).paths, "vit_model": vit_model}
         settings |= {"loader_workers": workers} if name == "dataloader" else {}
@@ -407,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
     model = f"ViT ({vit_model})" if set(pipelines) <= set(VIT_PIPELINES) else "ResNet152"
     print(
         f"\n{model}, seeded random weights; {args.num_images} JPEGs of 500x375; batch size "
-        f"{args.batch_size or 'as in the notebooks'}; {machine()}\n"
+        f"{batch_size} for every pipeline; {machine()}\n"
     )
     print_results(rows)
     if tuned:

@@ -108,10 +108,12 @@ def run_collection(run: dict) -> dict:
     times["ray_started"] = time.time()
     plan = cluster.size_actor_pool(resources, num_actors=num_actors, use_gpu=use_gpu)
     batch_size = run["batch_size"] or (64 if plan.use_gpu else 16)
+    row_bytes = 224 * 224 * 3  # one uint8 crop
+    budget = plan.num_actors * 8 * batch_size * row_bytes  # 8 batches ahead of every actor
     context = ray.data.DataContext.get_current()
     limits = context.execution_options.resource_limits
     context.execution_options.resource_limits = limits.copy(
-        object_store_memory=plan.num_actors * 64 * 2**20
+        object_store_memory=max(64 * 2**20, budget)  # at least 64 MiB
     )
     source = sources.find_images(run["folder"], run["num_images"])
     spec = models.classifier_spec(ResNet152_Weights.DEFAULT)  # the notebook's spec, no model
@@ -166,10 +168,12 @@ def run_vit(run: dict) -> dict:
     times["ray_started"] = time.time()
     plan = cluster.size_actor_pool(resources, num_actors=num_actors, use_gpu=use_gpu)
     batch_size = run["batch_size"] or (64 if plan.use_gpu else 16)
+    row_bytes = 224 * 224 * 3  # one uint8 image, resized
+    budget = plan.num_actors * 8 * batch_size * row_bytes  # 8 batches ahead of every actor
     context = ray.data.DataContext.get_current()
     limits = context.execution_options.resource_limits
     context.execution_options.resource_limits = limits.copy(
-        object_store_memory=plan.num_actors * 64 * 2**20
+        object_store_memory=max(64 * 2**20, budget)  # at least 64 MiB
     )
     source = sources.find_images(run["folder"], run["num_images"])
     device = cluster.local_device(plan)  # "cpu" where this process has no GPU

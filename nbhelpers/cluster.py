@@ -193,6 +193,21 @@ def local_device(plan: ActorPoolPlan) -> str:
     return "cuda" if plan.use_gpu and torch.cuda.is_available() else "cpu"
 
 
+def compute_dtype(device: str) -> torch.dtype:
+    """The precision a model computes in on ``device`` (``"cuda"`` or ``"cpu"``).
+
+    GPUs: bfloat16 where the GPU has it natively (Ampere and newer: A100, L4, H100,
+    RTX 30xx and up), which keeps float32's range, so logits never overflow, at float16's
+    speed; float16 on older GPUs (V100, T4), which have no bfloat16 units. CPUs: float32,
+    since half precision there is slower, not faster.
+    """
+    if device != "cuda":
+        return torch.float32
+    return (
+        torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    )
+
+
 def _runtime_env(remote: bool) -> dict:
     """The settings every worker needs; on a remote cluster, also the ``nbhelpers`` package
     (a local Ray's workers import it from here: shipping it would slow their start)."""

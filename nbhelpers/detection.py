@@ -1,13 +1,11 @@
 """The detector: Faster R-CNN built once per process, and the bookkeeping around its call.
 
-Notebook 03 calls the model itself (its ``detect`` function); this module builds it,
-groups images by the size the model pads them to, and writes one typed row per image.
+Notebook 03 calls the model itself (its ``detect`` function, one call per batch); this
+module builds it and writes one typed row per image.
 """
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,8 +27,14 @@ PRETRAINED_SCORE_THRESHOLD = 0.9
 OFFLINE_SCORE_THRESHOLD = 0.5
 """Offline threshold: random weights score lower, and every drawing should still have boxes."""
 
-OFFLINE_MIN_SIZE, OFFLINE_MAX_SIZE, OFFLINE_PROPOSALS = 224, 320, 50
-"""Offline: a small input size and 50 region proposals (not 1000), so CPU runs take seconds."""
+OFFLINE_SIZE, OFFLINE_MAX_SIDE, OFFLINE_PROPOSALS = 256, 320, 50
+"""Offline: every image resized to 256 x 256 inside the model, rows capped at 320 px, and 50
+region proposals (not 1000), so that CPU runs take seconds.
+
+One size for every image means nothing is padded inside the model, so a photo gets the same
+boxes in any batch. That matters for random weights only: their region proposals react to
+the padding, which takes proposals from a photo as the batch around it changes. Pretrained
+weights give padding no objects, and keep their aspect ratios (800 px, at most 1333)."""
 
 ROW_SCHEMA = pa.schema(
     [
@@ -54,7 +58,8 @@ class DetectorSpec:
     """What a detector needs around the network: COCO names by index, input size, threshold.
 
     ``preprocess`` caps the longest side at ``max_size`` before batching, so rows never
-    carry pixels the model would not use.
+    carry pixels the model would not use. ``square``: the model resizes every image to
+    ``min_size`` x ``min_size`` (offline), instead of ``min_size`` on the shorter side.
     """
 
     categories: tuple[str, ...]
@@ -62,13 +67,20 @@ class DetectorSpec:
     max_size: int
     score_threshold: float
     preprocess: LimitSize
+    square: bool = False
 
     def describe(self) -> str:
         """One line for the notebook."""
+        if self.square:
+            size = f"images resized to {self.min_size} x {self.min_size} inside the model"
+        else:
+            size = (
+                f"images resized to {self.min_size} px on the shorter side "
+                f"(at most {self.max_size} px)"
+            )
         return (
             f"{len(self.categories)} COCO label indices ({self.categories[1]}, "
-            f"{self.categories[2]}, ...); images resized to {self.min_size} px on the shorter "
-            f"side (at most {self.max_size} px); detections kept from a score of "
+            f"{self.categories[2]}, ...); {size}; detections kept from a score of "
             f"{self.score_threshold}."
         )
 
@@ -95,34 +107,19 @@ def build_fasterrcnn(
         min_size, max_size = 800, 1333
         model = load_pretrained(fasterrcnn_resnet50_fpn_v2, weights, box_score_thresh=threshold)
     else:
-        min_size, max_size = OFFLINE_MIN_SIZE, OFFLINE_MAX_SIZE
+        min_size, max_size = OFFLINE_SIZE, OFFLINE_MAX_SIDE
         model = seeded(
             fasterrcnn_resnet50_fpn_v2,
             weights_backbone=None,
             num_classes=len(weights.meta["categories"]),
-            min_size=min_size,
-            max_size=max_size,
+            fixed_size=(OFFLINE_SIZE, OFFLINE_SIZE),
             box_score_thresh=threshold,
             rpn_post_nms_top_n_test=OFFLINE_PROPOSALS,
         )
     categories = tuple(weights.meta["categories"])
-    spec = DetectorSpec(categories, min_size, max_size, threshold, LimitSize(max_side=max_size))
+    limit = LimitSize(max_side=max_size)
+    spec = DetectorSpec(categories, min_size, max_size, threshold, limit, square=not pretrained)
     return model.eval(), spec
-
-
-def group_by_padded_size(images: Sequence[np.ndarray], spec: DetectorSpec) -> list[list[int]]:
-    """Indices of ``images`` grouped so that the images of a group pad to the same size.
-
-    The model scales each image, then pads the batch to a multiple of 32. Padding
-    nudges the results: one call per group gives an image the same boxes in any batch.
-    """
-    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for index, image in enumerate(images):
-        height, width = image.shape[:2]
-        scale = min(spec.min_size / min(height, width), spec.max_size / max(height, width))
-        padded = tuple(math.ceil(math.floor(side * scale) / 32) * 32 for side in (height, width))
-        groups[padded].append(index)
-    return list(groups.values())
 
 
 def scale_boxes(

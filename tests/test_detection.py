@@ -19,7 +19,6 @@ from nbhelpers.detection import (
     build_fasterrcnn,
     choose_score_threshold,
     detections_per_class,
-    group_by_padded_size,
     image_rows,
     scale_boxes,
 )
@@ -233,12 +232,6 @@ def test_offline_detector_is_the_same_in_every_build(offline_detector):
     assert spec.categories == COCO and spec.preprocess.max_side == spec.max_size
 
 
-def test_images_are_grouped_by_the_size_the_model_pads_them_to(offline_detector):
-    _, spec = offline_detector
-    images = [np.zeros(shape, np.uint8) for shape in [(240, 320, 3), (480, 640, 3), (320, 240, 3)]]
-    assert group_by_padded_size(images, spec) == [[0, 1], [2]]
-
-
 def _photos(sample_photos, count):
     return [
         np.asarray(Image.open(p).convert("RGB").resize((300, 200))) for p in sample_photos[:count]
@@ -246,13 +239,10 @@ def _photos(sample_photos, count):
 
 
 def detect(model, images, spec) -> dict[str, list]:
-    """What notebook 03's ``detect`` does: one model call per group of equal padded size."""
-    outputs = [None] * len(images)
-    for group in group_by_padded_size(images, spec):
-        tensors = [torch.tensor(images[i]).permute(2, 0, 1) / 255 for i in group]
-        with torch.inference_mode():
-            for i, output in zip(group, model(tensors), strict=True):
-                outputs[i] = {key: value.tolist() for key, value in output.items()}
+    """What notebook 03's ``detect`` does: one model call for the whole batch."""
+    tensors = [torch.tensor(image).permute(2, 0, 1) / 255 for image in images]
+    with torch.inference_mode():
+        outputs = [{key: value.tolist() for key, value in out.items()} for out in model(tensors)]
     return {
         "boxes": [output["boxes"] for output in outputs],
         "labels": [[spec.categories[i] for i in output["labels"]] for output in outputs],
@@ -260,12 +250,12 @@ def detect(model, images, spec) -> dict[str, list]:
     }
 
 
-def test_grouped_calls_give_an_image_the_same_detections_in_any_batch(
+def test_one_call_per_batch_gives_a_photo_the_same_detections_among_other_sizes(
     offline_detector, sample_photos
 ):
     model, spec = offline_detector
     photo, other = _photos(sample_photos, 2)
-    tall = np.ascontiguousarray(other.transpose(1, 0, 2))  # another padded size
+    tall = np.ascontiguousarray(other.transpose(1, 0, 2))  # another size in the same call
     alone = detect(model, [photo], spec)
     mirrored = np.ascontiguousarray(photo[:, ::-1])
     together = detect(model, [tall, photo, mirrored], spec)

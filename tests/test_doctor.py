@@ -97,3 +97,16 @@ def test_cached_weights_and_datasets_are_found(monkeypatch, tmp_path):
     datasets = doctor.check_cached_datasets()
     assert datasets[0].status == doctor.OK and "3 images" in datasets[0].detail
     assert datasets[1].status == doctor.WARN and "make prefetch" in datasets[1].fix
+
+
+def test_a_gpu_cluster_at_ray_address_is_reported_with_where_each_part_runs(monkeypatch):
+    """A notebook process without a GPU, joined to a cluster with GPUs (a CPU-only head)."""
+    monkeypatch.setenv("RAY_ADDRESS", "head-node:6379")
+    check = doctor.check_torch_gpus(cluster_gpus=4)
+    assert check.status == doctor.OK
+    assert check.detail == (
+        "none in this process; the cluster at RAY_ADDRESS has 4: the model actors run on them, "
+        "the single batch on this process's CPU"
+    )
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert doctor.check_torch_gpus(cluster_gpus=4).detail.startswith("none: the notebooks run")

