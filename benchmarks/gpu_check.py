@@ -108,10 +108,10 @@ def check_resnet(device: str, count: int, batch: int) -> dict:
     from torchvision.transforms.v2.functional import normalize
 
     from benchmarks.pipelines import NOTEBOOK, notebook_definitions
-    from nbhelpers import cluster, models
+    from nbhelpers import cluster, resnet
 
     classify = notebook_definitions(NOTEBOOK, ["classify"])["classify"]
-    model, spec = models.build_resnet152(pretrained=False)
+    model, spec = resnet.build_resnet152(pretrained=False)
     images = np.stack(crops(count, spec.preprocess))
     cpu = classify(model, images[:8], spec)
     model = model.to(device)

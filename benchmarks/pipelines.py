@@ -10,15 +10,14 @@
   feeding its ``classify``: the same work without Ray;
 - ``model_only``: notebook 01's ``classify`` on batches already in memory: the ceiling.
 
-**How the benchmark stays what the notebooks run.** The model call, ``EMPTY`` and the
-actor class are executed from the notebook's own cells (:func:`notebook_definitions`):
-the benchmark times the notebook's code, not a copy, and a subclass only stamps the time
-on each batch (:func:`stamped`). The Ray Data calls around them are top-level statements
-in the notebook, so :func:`run_collection` and :func:`run_vit` write them again, with
-the same nbhelpers helpers, arguments and names, and ``tests/test_performance.py``
-compares them with the notebooks' call by call. Running a notebook itself through
-papermill would also time its teaching steps (the single batch, the preview, the plots)
-and could not see inside the pipeline.
+**How the benchmark stays what the notebooks run.** ``collection`` and the ``vit_``
+pipelines execute the notebook's own cells tagged ``pipeline`` (:func:`run_notebook_pipeline`):
+the imports, Ray's start and the pool's sizing, the object-store budget, the images, the
+model call, the dataset, the actor class and ``map_batches``, and ``write_parquet``. Only
+the teaching steps between them (the single batch, the preview, the plots) are left out, and
+a subclass stamps the time on each batch (:func:`stamped`). ``dataloader`` and ``model_only``
+run the notebook's ``classify`` (:func:`notebook_definitions`). So there is no copy of a
+notebook's code to keep in step.
 
 Every runner returns wall-clock times (``time.time()``, one clock for every process of
 the machine): ``launched``, ``end``, ``batches`` (``[done_at, rows]``) and ``phases``
@@ -70,6 +69,8 @@ def stamped(predictor: type) -> type:
     import pyarrow as pa
 
     class Stamped(predictor):
+        stamped = True
+
         def __init__(self, **kwargs):
             self.times = {"process_at": process_started_at(os.getpid()), "init_at": time.time()}
             super().__init__(**kwargs)
@@ -94,128 +95,90 @@ def stamped(predictor: type) -> type:
 # for every process of the machine) of its phases and of every batch it finished.
 
 
+PIPELINE_TAG = "pipeline"
+"""The tag of the notebooks' cells that :func:`run_notebook_pipeline` executes."""
+
+
+def pipeline_cells(notebook: Path) -> list[str]:
+    """The source of ``notebook``'s code cells tagged :data:`PIPELINE_TAG`, in order."""
+    cells = json.loads(notebook.read_text())["cells"]
+    return [
+        "".join(cell["source"])
+        for cell in cells
+        if cell["cell_type"] == "code" and PIPELINE_TAG in cell["metadata"].get("tags", [])
+    ]
+
+
+def parameters_cell(notebook: Path) -> str:
+    """The source of ``notebook``'s cell tagged ``parameters``."""
+    cells = json.loads(notebook.read_text())["cells"]
+    return next(
+        "".join(c["source"]) for c in cells if "parameters" in c["metadata"].get("tags", [])
+    )
+
+
+def run_notebook_pipeline(
+    run: dict, notebook: Path, actor: str, given: dict, adjust=lambda namespace: None
+) -> dict:
+    """Execute ``notebook``'s own pipeline cells, offline, on the benchmark's images.
+
+    As papermill would: the parameters cell, then the benchmark's values over it; then
+    every cell tagged ``pipeline``, from the imports to ``write_parquet``, with the names in
+    ``given`` defined beforehand (what a skipped teaching cell would have made, such as
+    notebook 01's ``spec``). The actor class ``actor`` is :func:`stamped` once its cell has
+    run; ``adjust(namespace)`` runs after every cell (a variant's one change).
+    """
+    namespace = {"__name__": notebook.stem}
+    exec(compile(parameters_cell(notebook), str(notebook), "exec"), namespace)
+    namespace |= {
+        "data_uri": run["folder"],
+        "num_images": run["num_images"],
+        "batch_size": run["batch_size"],
+        "num_actors": None,
+        "pretrained": False,
+        "output_dir": run["output_dir"],
+        "use_gpu": None,
+    } | given
+    times = {}
+    for source in pipeline_cells(notebook):
+        if "write_parquet(" in source:
+            times["pipeline_started"] = time.time()
+        exec(compile(source, str(notebook), "exec"), namespace)
+        times.setdefault("imported", time.time())  # the first pipeline cell holds the imports
+        if "start_ray(" in source:
+            times["ray_started"] = time.time()
+        if "write_parquet(" in source:
+            times["end"] = time.time()
+        if actor in namespace and not getattr(namespace[actor], "stamped", False):
+            namespace[actor] = stamped(namespace[actor])
+        adjust(namespace)
+    from nbhelpers import results
+
+    table = results.read_predictions(namespace["output"], namespace["source"].paths)
+    return ray_pipeline_timings(run, times, table) | {"plan": namespace["plan"].describe()}
+
+
 def run_collection(run: dict) -> dict:
-    """Notebook 01's pipeline: its own model call and actor; its Ray Data calls and arguments."""
-    notebook = notebook_definitions(NOTEBOOK, ["classify", "EMPTY", "ResNetPredictor"])
-    import ray
-    from torchvision.models import ResNet152_Weights
+    """Notebook 01's pipeline: its own cells, with its spec made without building the model."""
+    from nbhelpers import resnet
 
-    from nbhelpers import cluster, models, reading, results, sources
-
-    times = {"imported": time.time()}
-    num_actors, use_gpu, pretrained = None, None, False  # the notebook's parameters, offline
-    resources = cluster.start_ray()
-    times["ray_started"] = time.time()
-    plan = cluster.size_actor_pool(resources, num_actors=num_actors, use_gpu=use_gpu)
-    batch_size = run["batch_size"] or (64 if plan.use_gpu else 16)
-    row_bytes = 224 * 224 * 3  # one uint8 crop
-    budget = plan.num_actors * 8 * batch_size * row_bytes  # 8 batches ahead of every actor
-    context = ray.data.DataContext.get_current()
-    limits = context.execution_options.resource_limits
-    context.execution_options.resource_limits = limits.copy(
-        object_store_memory=max(64 * 2**20, budget)  # at least 64 MiB
-    )
-    source = sources.find_images(run["folder"], run["num_images"])
-    spec = models.classifier_spec(ResNet152_Weights.DEFAULT)  # the notebook's spec, no model
-    rows_per_task = reading.rows_per_block(len(source.paths), plan.num_actors)
-    dataset = ray.data.from_items(
-        [{"path": path} for path in source.paths],
-        override_num_blocks=-(-len(source.paths) // rows_per_task),  # ceiling division
-    )
-    dataset = dataset.map_batches(
-        reading.decode_batch,
-        fn_kwargs={"preprocess": spec.preprocess, "filesystem": source.filesystem},
-        batch_size=rows_per_task,  # files decoded per task
-        num_cpus=plan.cpus_per_task,  # small, so that decoding always fits beside the actors
-    )
-    predictions = dataset.map_batches(
-        stamped(notebook["ResNetPredictor"]),
-        compute=ray.data.ActorPoolStrategy(size=plan.num_actors),  # a fixed pool of actors
-        num_cpus=plan.cpus_per_actor,  # CPUs each actor reserves
-        num_gpus=plan.gpus_per_actor,  # GPUs each actor reserves: 1 on a GPU cluster, else 0
-        batch_size=batch_size,  # rows per call of ResNetPredictor
-        fn_constructor_kwargs={
-            "pretrained": pretrained,
-            "use_gpu": plan.use_gpu,
-            "torch_threads": plan.torch_threads,
-        },
-        max_restarts=0,
-    )
-    output = results.output_location(run["output_dir"])
-    times["pipeline_started"] = time.time()
-    predictions.write_parquet(
-        output.predictions,  # <output_dir>/predictions: a local path, or bucket/prefix on S3
-        filesystem=output.filesystem,  # the local disk, or S3 with the credentials
-        ray_remote_args=output.ray_remote_args,  # a local folder: the writes run on this node
-        mode="overwrite",
-    )
-    times["end"] = time.time()
-    table = results.read_predictions(output, source.paths)
-    return ray_pipeline_timings(run, times, table) | {"plan": plan.describe()}
+    spec = resnet.classifier_spec(resnet.PRETRAINED_WEIGHTS)  # what the single batch's cell makes
+    return run_notebook_pipeline(run, NOTEBOOK, "ResNetPredictor", {"spec": spec})
 
 
 def run_vit(run: dict) -> dict:
     """Notebook 02's pipeline; the image processor resizes in the read tasks or in the actor."""
-    names = ["load_classifier", "classify", "EMPTY", "ViTPredictor"]
-    notebook = notebook_definitions(NOTEBOOK_VIT, names)
-    import ray
 
-    from nbhelpers import cluster, reading, results, sources, vit
+    def keep_whole(namespace: dict) -> None:
+        if "preprocess" in namespace and not namespace.get("kept_whole"):
+            from nbhelpers import vit
 
-    times = {"imported": time.time()}
-    num_actors, use_gpu, pretrained, model_id = None, None, True, run["vit_model"]
-    resources = cluster.start_ray()
-    times["ray_started"] = time.time()
-    plan = cluster.size_actor_pool(resources, num_actors=num_actors, use_gpu=use_gpu)
-    batch_size = run["batch_size"] or (64 if plan.use_gpu else 16)
-    row_bytes = 224 * 224 * 3  # one uint8 image, resized
-    budget = plan.num_actors * 8 * batch_size * row_bytes  # 8 batches ahead of every actor
-    context = ray.data.DataContext.get_current()
-    limits = context.execution_options.resource_limits
-    context.execution_options.resource_limits = limits.copy(
-        object_store_memory=max(64 * 2**20, budget)  # at least 64 MiB
-    )
-    source = sources.find_images(run["folder"], run["num_images"])
-    device = cluster.local_device(plan)  # "cpu" where this process has no GPU
-    classifier = notebook["load_classifier"](pretrained, model_id, device)
-    keep_whole = run["pipeline"] == "vit_processor_in_actor"
-    preprocess = vit.read_preprocessing(classifier, keep_whole=keep_whole)
-    rows_per_task = reading.rows_per_block(len(source.paths), plan.num_actors)
-    dataset = ray.data.from_items(
-        [{"path": path} for path in source.paths],
-        override_num_blocks=-(-len(source.paths) // rows_per_task),  # ceiling division
-    )
-    dataset = dataset.map_batches(
-        reading.decode_batch,
-        fn_kwargs={"preprocess": preprocess, "filesystem": source.filesystem},
-        batch_size=rows_per_task,  # files decoded per task
-        num_cpus=plan.cpus_per_task,  # small, so that decoding always fits beside the actors
-    )
-    predictions = dataset.map_batches(
-        stamped(notebook["ViTPredictor"]),
-        compute=ray.data.ActorPoolStrategy(size=plan.num_actors),  # a fixed pool of actors
-        num_cpus=plan.cpus_per_actor,  # CPUs each actor reserves
-        num_gpus=plan.gpus_per_actor,  # GPUs each actor reserves: 1 on a GPU cluster, else 0
-        batch_size=batch_size,  # rows per call of ViTPredictor, and per run of the ViT
-        fn_constructor_kwargs={
-            "pretrained": pretrained,
-            "model_id": model_id,
-            "device": plan.device,  # the actors' device: "cuda" on a GPU cluster
-            "torch_threads": plan.torch_threads,
-        },
-        max_restarts=0,
-    )
-    output = results.output_location(run["output_dir"])
-    times["pipeline_started"] = time.time()
-    predictions.write_parquet(
-        output.predictions,  # <output_dir>/predictions: a local path, or bucket/prefix on S3
-        filesystem=output.filesystem,  # the local disk, or S3 with the credentials
-        ray_remote_args=output.ray_remote_args,  # a local folder: the writes run on this node
-        mode="overwrite",
-    )
-    times["end"] = time.time()
-    table = results.read_predictions(output, source.paths)
-    return ray_pipeline_timings(run, times, table) | {"plan": plan.describe()}
+            namespace["preprocess"] = vit.read_preprocessing(namespace["classifier"], True)
+            namespace["kept_whole"] = True
+
+    adjust = keep_whole if run["pipeline"] == "vit_processor_in_actor" else lambda ns: None
+    given = {"model_id": run["vit_model"], "pretrained": True}  # a local folder: no download
+    return run_notebook_pipeline(run, NOTEBOOK_VIT, "ViTPredictor", given, adjust)
 
 
 def run_tutorial(run: dict) -> dict:
@@ -225,7 +188,7 @@ def run_tutorial(run: dict) -> dict:
     from torchvision import transforms
     from torchvision.models import ResNet152_Weights
 
-    from nbhelpers.models import build_resnet152
+    from nbhelpers.resnet import build_resnet152
 
     times = {"imported": time.time()}
     ray.init()
@@ -278,7 +241,7 @@ def run_dataloader(run: dict) -> dict:
     import torch
     from torch.utils.data import DataLoader, Dataset
 
-    from nbhelpers import models, reading
+    from nbhelpers import reading, resnet
 
     class ImageFiles(Dataset):
         def __init__(self, paths: list[str], preprocess):
@@ -291,7 +254,7 @@ def run_dataloader(run: dict) -> dict:
             return reading.prepare_image(self.paths[index], self.preprocess, None).image
 
     imported = time.time()
-    model, spec = models.build_resnet152(pretrained=False)
+    model, spec = resnet.build_resnet152(pretrained=False)
     model = model.to("cuda" if torch.cuda.is_available() else "cpu")
     built = time.time()
     loader = DataLoader(
@@ -317,10 +280,10 @@ def run_model_only(run: dict) -> dict:
     import numpy as np
     import torch
 
-    from nbhelpers import models, reading
+    from nbhelpers import reading, resnet
 
     imported = time.time()
-    model, spec = models.build_resnet152(pretrained=False)
+    model, spec = resnet.build_resnet152(pretrained=False)
     model = model.to("cuda" if torch.cuda.is_available() else "cpu")
     built = time.time()
     size = run["batch_size"] or (64 if torch.cuda.is_available() else 16)

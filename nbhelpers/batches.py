@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from nbhelpers.reading import object_array
+from nbhelpers.columns import object_array
 
 NODE_COLUMN = "node_id"  # the Ray node whose model actor predicted the row
 
@@ -22,16 +22,28 @@ def decoded_mask(batch: dict[str, np.ndarray]) -> np.ndarray:
 def predict_decoded(
     batch: dict[str, np.ndarray],
     predict: Callable[[np.ndarray], dict[str, np.ndarray]],
-    empty: dict[str, np.ndarray],
+    empty: dict[str, object],
 ) -> pa.Table:
     """Every row of ``batch`` with ``predict``'s columns, or nulls and its error where it failed.
 
     ``predict`` takes the decoded images and returns one array per output column.
     ``empty`` holds each column's value for a failed row (``{"label": None, "score":
-    np.nan}``) and so decides its type. No pixels come out: nothing heavy leaves the stage.
+    np.nan}``) and so decides its type: it is the output's schema, and ``predict`` may
+    return no column that it lacks. No pixels come out: nothing heavy leaves the stage.
     The result is an Arrow table whose text columns stay text even in a block where every
     value is null, so that the Parquet files Ray writes all share one schema.
     """
+    columns = predicted_columns(batch, predict, empty)
+    return pa.table({column: _typed(values) for column, values in columns.items()})
+
+
+def predicted_columns(
+    batch: dict[str, np.ndarray],
+    predict: Callable[[np.ndarray], dict[str, np.ndarray]],
+    empty: dict[str, object],
+) -> dict[str, np.ndarray]:
+    """What :func:`predict_decoded` puts in its table, as NumPy columns: ``path``, ``error``,
+    each column of ``empty``, and ``node_id``. For a stage that builds its own table."""
     ok = decoded_mask(batch)
     rows = len(ok)
     out = {"path": batch["path"], "error": np.where(ok, None, batch["error"]).astype(object)}
@@ -47,7 +59,7 @@ def predict_decoded(
             )
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
     out[NODE_COLUMN] = np.full(rows, node, dtype=object)
-    return pa.table({column: _typed(values) for column, values in out.items()})
+    return out
 
 
 def _typed(values: np.ndarray) -> pa.Array:

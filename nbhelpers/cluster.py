@@ -142,7 +142,8 @@ def size_actor_pool(
             notes.append(
                 f"Asked for {num_actors} actors, the cluster has {most} GPU(s): using {actors}."
             )
-        cpus_per_actor, gpus_per_actor = min(1.0, for_actors / actors), 1.0
+        cpus_per_actor = min(1.0, for_actors / actors)
+        gpus_per_actor = 1.0
     else:
         if num_actors is None:
             cpus_per_actor = max(1.0, math.floor(for_actors / 4)) if for_actors >= 1 else for_actors

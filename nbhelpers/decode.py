@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow.fs as pafs
 from PIL import ExifTags, Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
-from nbhelpers.sources import path_on_disk, printable_path
+from nbhelpers.paths import path_on_disk, printable_path
 
 # A truncated file must be reported, not silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -130,7 +130,8 @@ def _decode(stream: BinaryIO, min_side: int | None, min_long_side: int | None) -
             if factor > 1 and image.mode.startswith("I;16"):
                 image = image.convert("I")
             if factor > 1 and image.mode in _REDUCIBLE_MODES:  # a box filter, keeping EXIF etc.
-                info, image = image.info, image.reduce(factor)
+                info = image.info  # reduce() drops it: EXIF orientation, ICC profile
+                image = image.reduce(factor)
                 image.info = dict(info)
             with contextlib.suppress(Exception):  # a broken EXIF block must not fail the image
                 image = ImageOps.exif_transpose(image)

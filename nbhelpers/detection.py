@@ -18,8 +18,12 @@ from torchvision.models.detection import (
     fasterrcnn_resnet50_fpn_v2,
 )
 
-from nbhelpers.models import load_pretrained, seeded
+from nbhelpers.columns import as_list
+from nbhelpers.loading import load_pretrained, seeded
 from nbhelpers.preprocess import LimitSize
+
+PRETRAINED_WEIGHTS = FasterRCNN_ResNet50_FPN_V2_Weights.DEFAULT
+"""The COCO weights notebook 03 loads with ``pretrained=True``."""
 
 PRETRAINED_SCORE_THRESHOLD = 0.9
 """Keep detections at least this confident with COCO weights (as the Ray tutorial does)."""
@@ -101,7 +105,7 @@ def build_fasterrcnn(
 
     Offline, a smaller input and fewer proposals keep a laptop CPU at seconds per batch.
     """
-    weights = FasterRCNN_ResNet50_FPN_V2_Weights.DEFAULT
+    weights = PRETRAINED_WEIGHTS
     threshold = choose_score_threshold(score_threshold, pretrained)
     if pretrained:
         min_size, max_size = 800, 1333
@@ -140,7 +144,6 @@ def image_rows(batch: dict[str, np.ndarray], found: dict[str, Sequence]) -> pa.T
     ``found``: the model's ``boxes``, ``labels`` and ``scores`` per row (null for a failed
     image, which gets ``num_detections`` -1), maybe with ``error`` and ``node_id``.
     """
-    found = found.to_pydict() if isinstance(found, pa.Table) else found
     rows = len(batch["path"])
     boxes: list[list | None] = []
     for i, array_boxes in enumerate(found["boxes"]):
@@ -161,17 +164,6 @@ def image_rows(batch: dict[str, np.ndarray], found: dict[str, Sequence]) -> pa.T
         "node_id": list(found.get("node_id", [None] * rows)),
     }
     return pa.table(columns, schema=ROW_SCHEMA)
-
-
-def as_list(value) -> list:
-    """A list cell (list, array, or null: ``None``, ``NaN``, ``pd.NA``) as a plain list."""
-    return [] if value is None or (np.ndim(value) == 0 and pd.isna(value)) else list(value)
-
-
-def as_boxes(value) -> np.ndarray:
-    """A ``boxes`` cell (lists, nested arrays from Parquet, or null) as a ``(k, 4)`` float array."""
-    boxes = [np.asarray(box, dtype=np.float32) for box in as_list(value)]
-    return np.stack(boxes).reshape(-1, 4) if boxes else np.zeros((0, 4), dtype=np.float32)
 
 
 def detections_per_class(predictions: pd.DataFrame) -> pd.Series:

@@ -11,7 +11,7 @@ import torch
 import torchvision
 
 from nbhelpers import voc
-from nbhelpers.detection import as_boxes, as_list
+from nbhelpers.columns import as_boxes, as_list
 from nbhelpers.labels import labels_from_paths
 
 OTHER = "(other)"
@@ -90,7 +90,8 @@ def compare_classifications(
 
 def parity_summary(comparison: pd.DataFrame) -> dict:
     """``{"checked", "matching", "ok"}`` for ``summary.json``."""
-    checked, matching = len(comparison), int(comparison["match"].sum())
+    checked = len(comparison)
+    matching = int(comparison["match"].sum())
     return {"checked": checked, "matching": matching, "ok": bool(checked and checked == matching)}
 
 
@@ -107,7 +108,9 @@ def _detections(row) -> tuple[np.ndarray, list, list]:
 def _unmatched(own: tuple, other: tuple, confident_from: float, tolerance: float, iou: float):
     """Confident detections of ``own`` without a counterpart in ``other``; IoUs, score gaps."""
     overlaps = box_iou(own[0], other[0])
-    unmatched, ious, gaps = 0, [], []
+    unmatched = 0
+    ious: list[float] = []
+    gaps: list[float] = []
     for i, (label, score) in enumerate(zip(own[1], own[2], strict=True)):
         candidates = [
             j
@@ -161,15 +164,16 @@ def compare_detections(
 
 def evaluate_against_path_labels(
     predictions: pd.DataFrame, categories: Sequence[str]
-) -> tuple[float | None, pd.DataFrame | None]:
-    """Accuracy and confusion matrix against the paths' labels (adds ``true_index``), or Nones."""
-    true_index = labels_from_paths(predictions["path"], categories)
-    predictions["true_index"] = pd.array(true_index, dtype="Int64")
-    true, predicted = predictions["true_index"].tolist(), predictions["label_index"].tolist()
+) -> tuple[float | None, pd.DataFrame | None, int]:
+    """Accuracy and confusion matrix against the classes the paths name, and how many images
+    had one (``None, None, 0`` when none had). ``predictions`` is left as it is."""
+    true = labels_from_paths(predictions["path"], categories)
+    predicted = predictions["label_index"].tolist()
     top1 = accuracy(true, predicted)
     if top1 is None:
-        return None, None
-    return top1, confusion_matrix(true, predicted, categories)
+        return None, None, 0
+    labelled = len(_labelled(true, predicted))
+    return top1, confusion_matrix(true, predicted, categories), labelled
 
 
 def evaluate_against_voc_annotations(

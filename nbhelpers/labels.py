@@ -1,4 +1,5 @@
-"""Class labels from image paths, where the folder layout carries them.
+"""ImageNet's vocabulary (its 1000 category names and synsets), and class labels from image
+paths, where the folder layout carries them.
 
 ImageNet and Imagenette keep each class in a folder named after its WordNet synset
 (``n01440764`` is "tench"); a class index is the position of its synset in the sorted
@@ -13,7 +14,15 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path, PurePosixPath
 
+from torchvision.models import ResNet152_Weights
+
 _SYNSET_PREFIX = re.compile(r"(n\d{8})_")
+
+
+@cache
+def imagenet_categories() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k category names, by class index (torchvision's metadata, no download)."""
+    return tuple(ResNet152_Weights.DEFAULT.meta["categories"])
 
 
 @cache
@@ -67,7 +76,8 @@ def _normal_name(name: str) -> str:
 
 def _label(path: str, by_name: dict[str, int]) -> int | None:
     parts = PurePosixPath(str(path).replace("\\", "/")).parts
-    folders, file_name = parts[:-1], parts[-1] if parts else ""
+    folders = parts[:-1]
+    file_name = parts[-1] if parts else ""
     indices = synset_index()
     for folder in reversed(folders):
         if folder in indices:

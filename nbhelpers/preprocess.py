@@ -1,17 +1,39 @@
 """Turn decoded images into what the model stage needs, as uint8 (a quarter of float32's bytes).
 
-Each preprocessing has ``empty`` (the placeholder for a row that failed to decode),
-``fixed_size`` (whether batches stack into one array) and ``min_side`` (the shortest
-side a decoder may reduce a large image to without losing detail).
+Every class here is a :class:`Preprocess`: the contract the read stage relies on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
+
+
+class Preprocess(Protocol):
+    """What the read stage (``reading.prepare_image``) asks of a preprocessing step."""
+
+    @property
+    def min_side(self) -> int:
+        """The shortest side a decoder may reduce a large image to without losing detail."""
+
+    @property
+    def max_side(self) -> int | None:
+        """The longest side the model uses (``None``: any): larger images decode smaller."""
+
+    @property
+    def fixed_size(self) -> bool:
+        """Whether every output has one shape, so that a batch stacks into one array."""
+
+    @property
+    def empty(self) -> np.ndarray:
+        """The placeholder image of a row that failed to decode."""
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """The decoded RGB image as the model stage wants it: uint8, ``(H, W, 3)``."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +47,7 @@ class CenterCrop:
     resize_size: int = 256
     crop_size: int = 224
     fixed_size = True
+    max_side = None
 
     @property
     def min_side(self) -> int:
@@ -83,6 +106,7 @@ class KeepDecoded:
 
     min_side: int = 256
     fixed_size = False
+    max_side = None
 
     @property
     def empty(self) -> np.ndarray:
@@ -103,6 +127,7 @@ class ProcessorResize:
     """
 
     processor: object  # the image processor (``pipeline.image_processor``)
+    max_side = None
 
     @cached_property
     def output_shape(self) -> tuple[int, int, int]:
@@ -118,7 +143,8 @@ class ProcessorResize:
     @cached_property
     def min_side(self) -> int:
         """The largest side the processor resizes or crops to."""
-        values, keys = [], ("height", "width", "shortest_edge")
+        values: list[int] = []
+        keys = ("height", "width", "shortest_edge")
         for name in ("size", "crop_size"):
             size = getattr(self.processor, name, None)
             if isinstance(size, int):

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.fs as pafs
 
+from nbhelpers.columns import object_array
 from nbhelpers.decode import DecodeError, failure_kind, load_image
-from nbhelpers.sources import ImageSource, printable_path
-
-Preprocess = Callable  # a CenterCrop, LimitSize, KeepDecoded or ProcessorResize (preprocess.py)
+from nbhelpers.paths import printable_path
+from nbhelpers.preprocess import Preprocess
+from nbhelpers.sources import ImageSource
 
 MAX_ROWS_PER_BLOCK = 16  # paths per read task on a large dataset: amortises Ray's cost per task
 
@@ -56,12 +56,8 @@ def prepare_image(
 
     The single batch and the Ray read tasks both call this: both see the same pixels.
     """
-    min_side, max_side = (
-        getattr(preprocess, "min_side", None),
-        getattr(preprocess, "max_side", None),
-    )
     try:
-        image = load_image(path, filesystem, min_side, min_long_side=max_side)
+        image = load_image(path, filesystem, preprocess.min_side, min_long_side=preprocess.max_side)
         width, height = image.info["original_size"]
         return PreparedImage(path, preprocess(image), width, height, None)
     except DecodeError as error:
@@ -81,14 +77,6 @@ def as_batch(prepared: list[PreparedImage], fixed_size: bool) -> dict[str, np.nd
         "height": np.array([item.height for item in prepared], dtype=np.int32),
         "error": np.array([item.error for item in prepared], dtype=object),
     }
-
-
-def object_array(items) -> np.ndarray:
-    """A 1-D object array holding ``items`` as they are (numpy would try to stack arrays)."""
-    items = list(items)
-    array = np.empty(len(items), dtype=object)
-    array[:] = items
-    return array
 
 
 def decode_batch(
@@ -117,7 +105,8 @@ def first_decoded(
     Files that fail are skipped (the scaled-up run records them); at most ``max_tries``
     are tried. Raises :class:`NoReadableImagesError`, saying what to do, when none decodes.
     """
-    decoded, failed = [], []
+    decoded: list[PreparedImage] = []
+    failed: list[PreparedImage] = []
     for path in source.paths[:max_tries]:
         item = prepare_image(path, preprocess, source.filesystem)
         (failed if item.error else decoded).append(item)

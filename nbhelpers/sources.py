@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from nbhelpers.cache import local_copy_of
+from nbhelpers.paths import printable_path
 from nbhelpers.s3 import S3SourceError, list_objects
 
 # HEIC/HEIF too: without the optional pillow-heif, each is reported (a failed row), not skipped.
@@ -74,27 +74,6 @@ def sample_photo_paths() -> list[str]:
     return [str(p) for p in paths if p.is_file()]
 
 
-def printable_path(path: str) -> str:
-    """``path`` as valid UTF-8 text: bytes of a name that is not UTF-8 become ``\\xNN``.
-
-    Old cameras and unzipped archives leave names in Latin-1 or cp437, which Arrow,
-    Parquet and JSON refuse. :func:`path_on_disk` gives back the real name.
-    """
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return os.fsencode(path).decode("utf-8", "backslashreplace")
-    return path
-
-
-def path_on_disk(path: str) -> str | bytes:
-    """The name to open for a path from :func:`printable_path` (the bytes, where escaped)."""
-    if "\\x" not in path or os.path.lexists(path):
-        return path
-    raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]), path.encode())
-    return raw if os.path.lexists(raw) else path
-
-
 def _sort_out(files: Iterable[tuple[str, str]], images: list[str], skipped: Counter) -> None:
     """Add the ``(name, path)`` files that are images to ``images``; count the others."""
     for name, path in files:
@@ -113,7 +92,9 @@ def _list_local(root: Path, data_uri: str) -> tuple[list[str], Counter]:
         if is_image_name(root.name):
             return [str(root)], Counter()
         return [], Counter({root.suffix.lower(): 1})
-    images, skipped, seen_folders = [], Counter(), set()
+    images: list[str] = []
+    skipped: Counter = Counter()
+    seen_folders: set[tuple[int, int]] = set()  # (device, inode): a link back up is seen once
     try:
         for folder, dirs, files in os.walk(root, followlinks=True):
             info = os.stat(folder)

@@ -14,8 +14,9 @@ from matplotlib import font_manager
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes
 
+from nbhelpers.columns import as_boxes, as_list
 from nbhelpers.decode import DecodeError, load_image
-from nbhelpers.detection import as_boxes, as_list, detections_per_class
+from nbhelpers.detection import detections_per_class
 
 
 def _load_small(path: str, filesystem: pafs.FileSystem | None) -> Image.Image | None:

@@ -20,11 +20,11 @@ import huggingface_hub.utils as hub_utils
 import torch
 import transformers
 from huggingface_hub.constants import HF_HUB_CACHE
-from torchvision.models import ResNet152_Weights
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 from transformers.utils import logging as transformers_logging
 
-from nbhelpers.models import OFFLINE_SEED, WeightsUnavailableError, network_timeout
+from nbhelpers.labels import imagenet_categories
+from nbhelpers.loading import OFFLINE_SEED, WeightsUnavailableError, network_timeout
 from nbhelpers.preprocess import KeepDecoded, ProcessorResize
 
 VIT_MODEL_ID = "google/vit-base-patch16-224"
@@ -43,11 +43,6 @@ OFFLINE_VIT_LAYOUT = {
 a scaled head give answers that depend on the image, so comparing runs tests something."""
 
 OFFLINE_VIT_HEAD_SCALE = 10.0
-
-
-def imagenet_categories() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k category names, by index (torchvision's metadata, no download)."""
-    return tuple(ResNet152_Weights.DEFAULT.meta["categories"])
 
 
 def imagenet_indices(labels: Sequence[str]) -> tuple[int, ...]:

@@ -17,8 +17,8 @@ import pyarrow.fs as pafs
 import torch
 from torchvision.datasets import VOCDetection
 
+from nbhelpers.columns import as_boxes, as_list
 from nbhelpers.decode import DecodeError, read_bytes
-from nbhelpers.detection import as_boxes, as_list
 
 IMAGES_FOLDER, ANNOTATIONS_FOLDER = "JPEGImages", "Annotations"
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from tools import papermill_runner
 
@@ -58,6 +59,48 @@ def execute_notebook(name: str, folder: Path, env: dict | None = None, **paramet
     return NotebookRun(Path(results), run.executed)
 
 
+def execute_with_nbmake(name: str, folder: Path, **parameters) -> NotebookRun:
+    """Run ``notebooks/<name>.ipynb`` the way ``pytest --nbmake`` users do, offline.
+
+    ``papermill --prepare-only`` writes a copy with ``parameters`` (and the ``python3``
+    kernel of this environment) into ``folder``; ``pytest --nbmake --overwrite`` then
+    executes that copy in a pytest of its own, under an outer time limit, and keeps its
+    outputs. The results are read from ``folder`` (the ``output_dir``).
+    """
+    import papermill
+
+    prepared = folder / f"{name}.nbmake.ipynb"
+    papermill.execute_notebook(
+        ROOT / "notebooks" / f"{name}.ipynb",
+        prepared,
+        parameters={"output_dir": str(folder)} | parameters,
+        prepare_only=True,
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    command = [sys.executable, "-m", "pytest", "--nbmake", "--overwrite", "-q", str(prepared)]
+    command += ["-p", "no:cacheprovider", f"--nbmake-timeout={NOTEBOOK_TIMEOUT_S}"]
+    run_to_the_end(command, folder, f"pytest --nbmake {prepared.name}")
+    return NotebookRun(folder, prepared)
+
+
+def run_to_the_end(command: list[str], cwd: Path, what: str) -> str:
+    """Run ``command`` with a local Ray of its own, under the notebooks' outer time limit;
+    the test fails, with the end of what it printed, unless it exits with status 0."""
+    env = papermill_runner.environment({"RAY_ADDRESS": ""})
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        output, _ = process.communicate(timeout=NOTEBOOK_TIMEOUT_S + 60)
+    except subprocess.TimeoutExpired:
+        papermill_runner.stop_process_tree(process.pid)
+        process.communicate()
+        raise AssertionError(f"{what} did not finish") from None
+    assert process.returncode == 0, f"{what} failed:\n{output[-9000:]}"
+    return output
+
+
 def download_s3_prefix(uri: str, env: dict[str, str], target: Path) -> Path:
     """Copy every object under ``s3://bucket/prefix`` into ``target`` with boto3, using the
     endpoint and credentials in ``env`` (as a notebook run got them); returns ``target``."""
@@ -92,19 +135,7 @@ def run_smoke_job(only: str, output_root: Path, **parameters) -> Path:
     command += ["--output-root", str(output_root), "--timeout", str(NOTEBOOK_TIMEOUT_S)]
     for key, value in parameters.items():
         command += ["-p", key, str(value)]
-    env = papermill_runner.environment({"RAY_ADDRESS": ""})
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=NOTEBOOK_TIMEOUT_S + 60)
-    except subprocess.TimeoutExpired:
-        papermill_runner.stop_process_tree(process.pid)
-        process.communicate()
-        raise AssertionError(f"the smoke job for {only} did not finish") from None
-    assert process.returncode == 0, (
-        f"the smoke job for {only} failed:\n{stderr[-6000:]}\n{stdout[-3000:]}"
-    )
+    run_to_the_end(command, ROOT, f"the smoke job for {only}")
     return output_root
 
 
@@ -307,3 +338,36 @@ def private_s3(sample_photos):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture()
+def private_env(private_s3, monkeypatch):
+    """The process environment of a user with credentials, pointed at the private server."""
+    for key, value in private_s3.env().items():
+        monkeypatch.setenv(key, value) if value else monkeypatch.delenv(key, raising=False)
+    return private_s3
+
+
+@pytest.fixture()
+def no_network(tmp_path, monkeypatch):
+    """torch's weight downloads fail as without network, and its cache is empty."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def unreachable(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", unreachable)
+
+
+def run_into_bucket(
+    name: str, folder: Path, server: S3Server, uri: str, **parameters
+) -> NotebookRun:
+    """Run notebook ``name`` with its ``output_dir`` in a bucket of ``server``; checks that the
+    bucket holds the Parquet files and ``summary.json``, and returns the run read from there."""
+    run = execute_notebook(name, folder, env=server.env(), output_dir=uri, **parameters)
+    assert run.output_dir.name == "from-s3"  # downloaded from the bucket, not a local folder
+    assert (run.output_dir / "summary.json").is_file()
+    assert list((run.output_dir / "predictions").glob("*.parquet"))
+    assert run.summary["parameters"]["output_dir"] == uri
+    assert f"Results go to {uri}" in run.executed.read_text()
+    return run

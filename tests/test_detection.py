@@ -10,12 +10,13 @@ import torch
 from PIL import Image
 from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights
 
-from nbhelpers.batches import predict_decoded
+from nbhelpers.batches import predicted_columns
+from nbhelpers.columns import as_boxes, object_array
+from nbhelpers.destination import output_location
 from nbhelpers.detection import (
     OFFLINE_SCORE_THRESHOLD,
     PRETRAINED_SCORE_THRESHOLD,
     ROW_SCHEMA,
-    as_boxes,
     build_fasterrcnn,
     choose_score_threshold,
     detections_per_class,
@@ -23,9 +24,9 @@ from nbhelpers.detection import (
     scale_boxes,
 )
 from nbhelpers.evaluate import box_iou, compare_detections, evaluate_against_voc_annotations
-from nbhelpers.models import WeightsUnavailableError
-from nbhelpers.reading import decode_batch, object_array
-from nbhelpers.results import output_location, read_predictions
+from nbhelpers.loading import WeightsUnavailableError
+from nbhelpers.reading import decode_batch
+from nbhelpers.results import read_predictions
 from nbhelpers.visualize import draw_detections
 from nbhelpers.voc import (
     VOC_TO_COCO,
@@ -203,13 +204,7 @@ def test_scale_boxes_maps_array_pixels_to_the_original_image_and_clips():
     assert scale_boxes(np.zeros((0, 4)), (100, 200), (400, 200)).shape == (0, 4)
 
 
-def test_pretrained_detector_without_network_or_cache_fails_clearly(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-
-    def no_network(*args, **kwargs):
-        raise OSError("Network is unreachable")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+def test_pretrained_detector_without_network_or_cache_fails_clearly(no_network):
     with pytest.raises(WeightsUnavailableError, match="pretrained=False"):
         build_fasterrcnn(pretrained=True)
 
@@ -282,7 +277,7 @@ def test_image_rows_keep_failed_rows_and_give_boxes_in_original_pixels(
 ):
     model, spec = offline_detector
     assert decoded_batch["image"][0].shape[:2] == (224, 320)  # shrunk before batching
-    found = predict_decoded(decoded_batch, lambda images: detect(model, images, spec), EMPTY)
+    found = predicted_columns(decoded_batch, lambda images: detect(model, images, spec), EMPTY)
     rows = image_rows(decoded_batch, found)
     assert rows.schema == ROW_SCHEMA
     out = rows.to_pylist()
@@ -294,7 +289,7 @@ def test_image_rows_keep_failed_rows_and_give_boxes_in_original_pixels(
     assert (boxes[:, 2] <= 1000).all() and (boxes[:, 3] <= 700).all() and (boxes >= 0).all()
     assert boxes[:, 2].max() > 320, "boxes should be in original pixels, not the shrunk array's"
     assert all(label in COCO for label in out[0]["labels"])
-    # The single batch, without predict_decoded: the same row for the photo that decoded.
+    # The single batch, without predicted_columns: the same row for the photo that decoded.
     alone = image_rows(
         {key: value[:1] for key, value in decoded_batch.items()},
         detect(model, decoded_batch["image"][:1], spec),

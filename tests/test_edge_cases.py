@@ -12,11 +12,12 @@ import nbformat
 import pytest
 from conftest import NOTEBOOK_TIMEOUT_S
 
+from nbhelpers import catalog
 from tools.papermill_runner import execute_notebook
 
 pytestmark = pytest.mark.notebook
 
-NOTEBOOKS = ["01_resnet_classification", "02_vit_classification", "03_fasterrcnn_detection"]
+NOTEBOOKS = [entry.notebook for entry in catalog.NOTEBOOKS]
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from jupyter_rest import rest_call
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = "batch-inference"
@@ -41,16 +42,7 @@ class Lab:
         self.token = token
 
     def request(self, path: str, method: str = "GET", body: dict | None = None):
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.base + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            text = response.read().decode()
-            return response.status, (json.loads(text) if text.startswith(("{", "[")) else text)
+        return rest_call(self.base, self.token, path, method, body)
 
 
 @pytest.fixture(scope="module")

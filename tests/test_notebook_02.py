@@ -25,8 +25,8 @@ from transformers import pipeline
 
 from nbhelpers import vit
 from nbhelpers.decode import failure_kind
-from nbhelpers.labels import IMAGENETTE_SYNSETS, labels_from_paths
-from nbhelpers.models import WeightsUnavailableError
+from nbhelpers.labels import IMAGENETTE_SYNSETS, imagenet_categories, labels_from_paths
+from nbhelpers.loading import WeightsUnavailableError
 from nbhelpers.reading import prepare_image
 
 NOTEBOOK = "02_vit_classification"
@@ -80,7 +80,7 @@ def test_offline_vit_is_the_same_in_every_process(offline_classifier, tmp_path):
 
 
 def test_imagenet_indices():
-    categories = vit.imagenet_categories()
+    categories = imagenet_categories()
     hub_style = [f"{name}, another name" if i % 3 else name for i, name in enumerate(categories)]
     assert vit.imagenet_indices(hub_style) == tuple(range(1000))
     subset = ["tench, Tinca tinca", "golf ball", "Pizza", "not an imagenet class", "crane"]
@@ -89,7 +89,7 @@ def test_imagenet_indices():
 
 def test_every_label_of_the_pipeline_has_its_imagenet_index(offline_classifier):
     to_imagenet = vit.imagenet_index_by_label(offline_classifier)
-    categories = vit.imagenet_categories()
+    categories = imagenet_categories()
     assert set(to_imagenet) == set(categories)
     assert to_imagenet["tench"] == 0 and to_imagenet["golf ball"] == 574
     assert to_imagenet["crane"] == categories.index("crane")  # two classes share the name
@@ -120,7 +120,7 @@ def test_offline_hub_without_cache_stops_with_a_clear_message(tmp_path):
     code = (
         "from transformers import pipeline\n"
         "from nbhelpers import vit\n"
-        "from nbhelpers.models import WeightsUnavailableError\n"
+        "from nbhelpers.loading import WeightsUnavailableError\n"
         "try:\n"
         "    with vit.model_loading(vit.VIT_MODEL_ID):\n"
         "        pipeline('image-classification', model=vit.VIT_MODEL_ID)\n"
@@ -200,7 +200,7 @@ def test_sample_photos_offline(run_notebook, tmp_path, sample_photos):
     assert summary["parity"] == {"checked": 8, "matching": 8, "ok": True}
     assert summary["parameters"]["model_id"] == vit.VIT_MODEL_ID
     assert summary["parameters"]["batch_size"] == 16 and "variants" not in summary
-    assert set(predictions["label"]) <= set(vit.imagenet_categories())
+    assert set(predictions["label"]) <= set(imagenet_categories())
     assert predictions["label_index"].between(0, 999).all()
     assert predictions["score"].between(0, 1).all()
     # the tiny offline ViT answers decisively and differently for different photos
@@ -244,7 +244,7 @@ def test_labelled_folder_broken_files_first_batch_size_one_more_actors_than_cpus
     assert {path: failure_kind(reason) for path, reason in reported.items()} == bad
     good = predictions.drop(index=sorted(bad))
     assert good["error"].isna().all() and good["label"].notna().all()
-    truth = labels_from_paths(list(good.index), vit.imagenet_categories())
+    truth = labels_from_paths(list(good.index), imagenet_categories())
     assert set(truth) <= set(IMAGENETTE_SYNSETS.values())
     expected = (np.array(truth) == good["label_index"].to_numpy()).mean()
     assert run.summary["accuracy"] == pytest.approx(expected)
@@ -260,19 +260,12 @@ def test_labelled_folder_broken_files_first_batch_size_one_more_actors_than_cpus
 def test_one_image_results_to_s3(run_notebook, tmp_path, private_s3):
     """The smallest run a learner tries: one photo, one batch, the exercises on it; the
     results go to a bucket of a local S3 server."""
-    from test_s3 import check_results_in_bucket
+    from conftest import run_into_bucket
 
     uri = "s3://team-photos/results/02"
-    run = run_notebook(
-        NOTEBOOK,
-        tmp_path,
-        env=private_s3.env(),
-        pretrained=False,
-        data_uri="sample",
-        num_images=1,
-        output_dir=uri,
+    run = run_into_bucket(
+        NOTEBOOK, tmp_path, private_s3, uri, pretrained=False, data_uri="sample", num_images=1
     )
     check_contract(run, 1)
-    check_results_in_bucket(run, uri)
     assert run.summary["parity"] == {"checked": 1, "matching": 1, "ok": True}
     check_quiet(run.executed)

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 from test_notebook_01 import SUMMARY_FIELDS as CONTRACT_FIELDS
 
-from nbhelpers.detection import OFFLINE_SCORE_THRESHOLD, as_boxes, as_list
+from nbhelpers.columns import as_boxes, as_list
+from nbhelpers.detection import OFFLINE_SCORE_THRESHOLD
 
 NOTEBOOK = "03_fasterrcnn_detection"
 PATH = Path(__file__).resolve().parent.parent / "notebooks" / f"{NOTEBOOK}.ipynb"
@@ -46,7 +47,12 @@ def test_the_lesson_keeps_ray_data_and_the_model_call_in_its_own_short_cells():
     source = "\n".join(cell.source for cell in cells)
     for call in ("map_batches(", "ActorPoolStrategy(", "take_batch(", "write_parquet("):
         assert call in source, call
-    for call in ("inference_mode()", "draw_bounding_boxes(", "first_decoded(", "predict_decoded("):
+    for call in (
+        "inference_mode()",
+        "draw_bounding_boxes(",
+        "first_decoded(",
+        "predicted_columns(",
+    ):
         assert call in source, call
     solutions = [cell for cell in cells if "solution" in cell.metadata.get("tags", [])]
     assert len(solutions) >= 3
@@ -151,21 +157,12 @@ def test_voc_folder_broken_file_first_one_photo_per_batch_more_actors_than_cpus(
 def test_one_sample_photo_with_a_batch_larger_than_the_data_results_to_s3(
     run_notebook, tmp_path, private_s3
 ):
-    from test_s3 import check_results_in_bucket
+    from conftest import run_into_bucket
 
     uri = "s3://team-photos/results/03"
-    run = run_notebook(
-        NOTEBOOK,
-        tmp_path,
-        env=private_s3.env(),
-        pretrained=False,
-        data_uri="sample",
-        num_images=1,
-        batch_size=64,
-        output_dir=uri,
-    )
+    parameters = {"pretrained": False, "data_uri": "sample", "num_images": 1, "batch_size": 64}
+    run = run_into_bucket(NOTEBOOK, tmp_path, private_s3, uri, **parameters)
     check_detections(run, 1, parity_checked=1)
-    check_results_in_bucket(run, uri)
     assert run.summary["num_failed"] == 0
     assert run.summary["mean_average_precision"] is None  # no annotations beside the photos
     assert run.summary["annotated_images"] == 0

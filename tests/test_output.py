@@ -11,13 +11,9 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
+from nbhelpers.destination import OutputLocationError, output_location
 from nbhelpers.evaluate import HALF_PRECISION_TOLERANCE, parity_tolerance
-from nbhelpers.results import (
-    OutputLocationError,
-    output_location,
-    read_predictions,
-    write_summary,
-)
+from nbhelpers.results import read_predictions, write_summary
 
 SUMMARY = {"num_images_in": 2, "num_predicted": 1, "num_failed": 1}
 
@@ -48,14 +44,6 @@ def test_other_schemes_and_anonymous_s3_are_refused():
         output_location("gs://bucket/results")
     with pytest.raises(OutputLocationError, match="anonymous@ reads public buckets but cannot"):
         output_location("s3://anonymous@air-example-data/results")
-
-
-@pytest.fixture()
-def private_env(private_s3, monkeypatch):
-    """The process environment of a user with credentials, pointed at the local server."""
-    for key, value in private_s3.env().items():
-        monkeypatch.setenv(key, value) if value else monkeypatch.delenv(key, raising=False)
-    return private_s3
 
 
 def test_s3_results_are_written_and_read_back_through_the_same_file_system(private_env):
@@ -100,7 +88,7 @@ ON_A_REAL_RAY = """
 import json, sys
 import ray
 from nbhelpers.cluster import ClusterResources, local_device, size_actor_pool
-from nbhelpers.results import output_location
+from nbhelpers.destination import output_location
 
 found = {}
 # A cluster that advertises a GPU to a process that has none (a CPU-only head node or pod).

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 import pytest
 from conftest import S3Server, jpeg_bytes
 
+from nbhelpers import catalog
 from nbhelpers.cache import (
     CACHE_ENV,
     IMAGENETTE_VAL_URI,
@@ -127,7 +128,7 @@ def save_seeded_resnets(torch_home: Path) -> None:
     import torch
     from torchvision.models import ResNet18_Weights, ResNet152_Weights, resnet18, resnet152
 
-    from nbhelpers.models import offline_resnet
+    from nbhelpers.resnet import offline_resnet
 
     for weights, builder in ((ResNet152_Weights, resnet152), (ResNet18_Weights, resnet18)):
         path = torch_home / "hub" / "checkpoints" / Path(weights.DEFAULT.url).name
@@ -143,7 +144,7 @@ def test_pretrained_defaults_run_offline_after_prefetch(
     torch_home = tmp_path / "torch"
     save_seeded_resnets(torch_home)
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
-    assert prefetch.weights_are_cached(prefetch.torchvision_weights()[0])
+    assert prefetch.weights_are_cached(catalog.torchvision_weights()[0])
     datasets_on_s3.stop()  # from here on, no S3 at all
 
     # Default data_uri (the S3 Imagenette URI) and pretrained=True; only the output moves.

@@ -15,6 +15,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
+from nbhelpers import catalog
 from tools import doctor, lock
 
 try:
@@ -148,11 +149,13 @@ def test_notebook_kernel_is_the_one_make_setup_registers(path):
     assert "KERNEL_DISPLAY_NAME := Python (batch inference)" in makefile
 
 
-MODEL_CALLS = {
-    "01_resnet_classification": "inference_mode",
-    "02_vit_classification": "pipeline(",
-    "03_fasterrcnn_detection": "inference_mode",
-}
+ENTRIES = {entry.notebook: entry for entry in catalog.NOTEBOOKS}
+
+
+def test_every_notebook_has_its_entry_in_the_catalog():
+    assert sorted(ENTRIES) == sorted(path.stem for path in NOTEBOOKS)
+    for entry in catalog.NOTEBOOKS:
+        assert (ROOT / "nbhelpers" / f"{entry.model_module}.py").is_file(), entry
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -163,14 +166,18 @@ def test_notebook_is_a_lesson_with_the_calls_in_plain_sight(path):
     source = "\n".join(cell.source for cell in code)
     for call in ["map_batches(", "ActorPoolStrategy(", "take_batch(", "write_parquet("]:
         assert call in source, f"{path.name}: no {call} in its code cells"
-    assert MODEL_CALLS[path.stem] in source
+    entry = ENTRIES[path.stem]
+    assert entry.model_call in source and f"{entry.model_module}." in source
+    assert f'data_uri = "{entry.dataset}"' in notebook.cells[2].source + source
     # Sizes as a sign of shape, not a budget: most cells short, none a wall of code.
     lines = {cell.source.splitlines()[0]: len(cell.source.splitlines()) for cell in code}
     assert max(lines.values()) <= 25, {first: n for first, n in lines.items() if n > 25}
     assert sum(n <= 15 for n in lines.values()) >= 0.8 * len(lines), lines
     imports = next(cell for cell in code if "import" in cell.source)
     # A wrong output_dir stops in the set-up, before the single batch and the model work.
-    checked = next(i for i, cell in enumerate(code) if "results.output_location(" in cell.source)
+    checked = next(
+        i for i, cell in enumerate(code) if "destination.output_location(" in cell.source
+    )
     assert checked < next(i for i, cell in enumerate(code) if "first_decoded(" in cell.source)
     assert re.search(r"from nbhelpers import (.+)", imports.source)
     solutions = [cell for cell in code if "solution" in cell.metadata.get("tags", [])]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import run_into_bucket
 
 from nbhelpers.labels import IMAGENETTE_SYNSETS
 from nbhelpers.preprocess import CenterCrop
@@ -17,6 +18,7 @@ from nbhelpers.sources import DataSourceError, find_images
 PUBLIC_URI = "s3://anonymous@public-photos/imagenette/val"
 PRIVATE_URI = "s3://team-photos/imagenette/val/"
 IMAGE_KEYS = 5  # four photos and one empty file; README.txt is skipped
+NB01 = "01_resnet_classification"
 
 
 @pytest.fixture()
@@ -25,14 +27,6 @@ def public_env(public_s3, monkeypatch):
     for key, value in public_s3.env(credentials=False).items():
         monkeypatch.setenv(key, value) if value else monkeypatch.delenv(key, raising=False)
     return public_s3
-
-
-@pytest.fixture()
-def private_env(private_s3, monkeypatch):
-    """The process environment of a user with credentials, pointed at the server."""
-    for key, value in private_s3.env().items():
-        monkeypatch.setenv(key, value) if value else monkeypatch.delenv(key, raising=False)
-    return private_s3
 
 
 def test_public_bucket_anonymously(public_env):
@@ -97,15 +91,6 @@ def test_a_single_object(private_env):
     assert find_images(uri).paths == ["team-photos/imagenette/val/n01440764/tench one.JPEG"]
 
 
-def check_results_in_bucket(run, uri: str) -> None:
-    """The run's results came from the bucket: Parquet files and ``summary.json`` are there."""
-    assert run.output_dir.name == "from-s3"  # downloaded from the bucket, not a local folder
-    assert (run.output_dir / "summary.json").is_file()
-    assert list((run.output_dir / "predictions").glob("*.parquet"))
-    assert run.summary["parameters"]["output_dir"] == uri
-    assert f"Results go to {uri}" in run.executed.read_text()
-
-
 READ_IN_A_CLEAN_PROCESS = """
 import pickle, sys
 from nbhelpers.decode import read_bytes
@@ -139,15 +124,13 @@ def test_notebook_01_reads_s3(run_notebook, tmp_path, public_s3, private_s3, mod
     from test_notebook_01 import check_contract, true_indices
 
     server, uri = (public_s3, PUBLIC_URI) if mode == "anonymous" else (private_s3, PRIVATE_URI)
-    env = server.env(credentials=mode == "credentials")
-    # With credentials, the results go to the bucket too (run_notebook downloads them).
-    output = {"output_dir": "s3://team-photos/results/01"} if mode == "credentials" else {}
-    run = run_notebook(
-        "01_resnet_classification", tmp_path, env=env, pretrained=False, data_uri=uri, **output
-    )
+    if mode == "credentials":  # the results go to the bucket too
+        results = "s3://team-photos/results/01"
+        run = run_into_bucket(NB01, tmp_path, server, results, pretrained=False, data_uri=uri)
+    else:
+        env = server.env(credentials=False)
+        run = run_notebook(NB01, tmp_path, env=env, pretrained=False, data_uri=uri)
     check_contract(run, IMAGE_KEYS)
-    if output:
-        check_results_in_bucket(run, "s3://team-photos/results/01")
     predictions = run.predictions.set_index(run.predictions["path"].str.rsplit("/", n=1).str[1])
     assert predictions.loc["empty.jpg", "error"] == "empty file (0 bytes)"
     good = predictions.drop("empty.jpg")

@@ -11,15 +11,16 @@ import pytest
 import torch
 
 from nbhelpers.cluster import ClusterResources, size_actor_pool
+from nbhelpers.destination import output_location
 from nbhelpers.evaluate import accuracy, compare_classifications, confusion_matrix, parity_summary
-from nbhelpers.models import WeightsUnavailableError, build_resnet152, load_pretrained
+from nbhelpers.loading import WeightsUnavailableError, load_pretrained
 from nbhelpers.preprocess import CenterCrop
 from nbhelpers.reading import prepare_image
+from nbhelpers.resnet import build_resnet152
 from nbhelpers.results import (
     LostRowsError,
     build_summary,
     check_one_row_per_image,
-    output_location,
     read_predictions,
     write_summary,
 )
@@ -51,14 +52,9 @@ def test_offline_resnet_predictions_are_decisive_and_image_dependent(offline_res
     assert np.median(margins) > 0.005
 
 
-def test_pretrained_without_network_or_cache_fails_clearly(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+def test_pretrained_without_network_or_cache_fails_clearly(no_network):
     from torchvision.models import ResNet152_Weights, resnet152
 
-    def no_network(*args, **kwargs):
-        raise OSError("Network is unreachable")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     with pytest.raises(WeightsUnavailableError, match="pretrained=False"):
         load_pretrained(resnet152, ResNet152_Weights.DEFAULT)
 

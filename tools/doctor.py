@@ -236,40 +236,37 @@ def check_torch_gpus(cluster_gpus: float = 0) -> Check:
 
 
 def check_cached_models() -> list[Check]:
-    """Whether the pretrained weights of the three notebooks are already on this machine."""
+    """Whether the pretrained weights the notebooks load are already on this machine."""
     fix = "`make prefetch` on a machine with network (the notebooks then run offline)."
     try:
-        from tools import prefetch  # needs torch: deferred, the doctor runs without it too
+        from nbhelpers import catalog  # needs torch: deferred, the doctor runs without it too
+        from tools import prefetch
     except Exception as error:  # noqa: BLE001 - report, do not crash
         return [Check("pretrained weights", WARN, f"cannot check ({error})", "`make setup`.")]
-    checks = []
-    for weights in prefetch.torchvision_weights():
-        cached = prefetch.weights_are_cached(weights)
-        name = f"weights {type(weights).__name__.removesuffix('_Weights')}"
-        detail = "cached" if cached else "not cached: pretrained=True downloads them"
-        checks.append(Check(name, OK if cached else WARN, detail, "" if cached else fix))
-    cached = prefetch.hf_model_is_cached(prefetch.VIT_MODEL_ID)
-    detail = "cached" if cached else "not cached: pretrained=True downloads it"
-    checks.append(
-        Check(
-            f"weights {prefetch.VIT_MODEL_ID}",
-            OK if cached else WARN,
-            detail,
-            "" if cached else fix,
+    found = {
+        f"weights {type(weights).__name__.removesuffix('_Weights')}": prefetch.weights_are_cached(
+            weights
         )
-    )
-    return checks
+        for weights in catalog.torchvision_weights()
+    }
+    found |= {f"weights {m}": prefetch.hf_model_is_cached(m) for m in catalog.hub_models()}
+    return [
+        Check(name, OK, "cached")
+        if cached
+        else Check(name, WARN, "not cached: pretrained=True downloads them", fix)
+        for name, cached in found.items()
+    ]
 
 
 def check_cached_datasets() -> list[Check]:
     """Whether the default datasets have a local copy made by ``make prefetch``."""
     fix = "`make prefetch` (or `make prefetch ARGS='--num-images 200'` for a subset)."
     try:
-        from tools import prefetch  # needs torch: deferred, the doctor runs without it too
+        from nbhelpers import catalog  # needs torch: deferred, the doctor runs without it too
     except Exception as error:  # noqa: BLE001 - report, do not crash
         return [Check("datasets", WARN, f"cannot check ({error})", "`make setup`.")]
     checks = []
-    for uri in prefetch.default_datasets():
+    for uri in catalog.datasets():
         copy = local_copy_of(uri)
         name = f"dataset {uri.split('@')[-1].rstrip('/')}"
         if copy is None:

@@ -35,21 +35,17 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 import torch
 from huggingface_hub import snapshot_download, try_to_load_from_cache
-from torchvision.models import ResNet18_Weights, ResNet152_Weights
-from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights
 
+from nbhelpers import catalog
 from nbhelpers.cache import (
     CACHE_ENV,
-    IMAGENETTE_VAL_URI,
-    VOC_ANIMALS_URI,
     dataset_cache_dir,
     local_copy_path,
     marker_path,
 )
-from nbhelpers.models import cached_weights_path
+from nbhelpers.loading import cached_weights_path
 from nbhelpers.s3 import s3_filesystem
 from nbhelpers.sources import is_image_name, pick_evenly
-from nbhelpers.vit import VIT_MODEL_ID
 from nbhelpers.voc import annotation_path
 
 
@@ -57,36 +53,34 @@ class PrefetchError(RuntimeError):
     """Something could not be downloaded."""
 
 
-def torchvision_weights() -> list:
-    """The torchvision weights the notebooks (and notebook 01's exercise 3) load with ``pretrained=True``."""
-    return [
-        ResNet152_Weights.DEFAULT,
-        FasterRCNN_ResNet50_FPN_V2_Weights.DEFAULT,
-        ResNet18_Weights.DEFAULT,
-    ]
-
-
 def weights_are_cached(weights) -> bool:
     """Whether torch's hub cache already holds the file of ``weights``."""
     return cached_weights_path(weights).is_file()
+
+
+def downloaded(download: Callable[[], object], what: str, advice: str):
+    """``download()``'s result; any failure becomes a :class:`PrefetchError` naming ``what``."""
+    try:
+        return download()
+    except Exception as error:  # noqa: BLE001 - any download failure gets the same advice
+        raise PrefetchError(
+            f"Could not download {what} ({type(error).__name__}: {error}). {advice}"
+        ) from error
 
 
 def prefetch_torchvision_weights(weights) -> Path:
     """Download ``weights`` into torch's hub cache (kept when already there); returns the file."""
     path = cached_weights_path(weights)
     if not path.is_file():
-        try:
-            torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True)
-        except Exception as error:  # noqa: BLE001 - any download failure gets the same advice
-            raise PrefetchError(
-                f"Could not download {weights.url} into {path.parent} "
-                f"({type(error).__name__}: {error}). Check the network, or copy the file "
-                "from a machine that has it."
-            ) from error
+        downloaded(
+            lambda: torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True),
+            f"{weights.url} into {path.parent}",
+            "Check the network, or copy the file from a machine that has it.",
+        )
     return path
 
 
-def hf_model_is_cached(model_id: str = VIT_MODEL_ID) -> bool:
+def hf_model_is_cached(model_id: str) -> bool:
     """Whether the Hugging Face cache holds ``model_id``'s configuration and weights."""
 
     def cached(name: str) -> bool:
@@ -96,19 +90,17 @@ def hf_model_is_cached(model_id: str = VIT_MODEL_ID) -> bool:
     return cached("config.json") and cached("preprocessor_config.json") and weights
 
 
-def prefetch_hf_model(model_id: str = VIT_MODEL_ID) -> Path:
+def prefetch_hf_model(model_id: str) -> Path:
     """Download ``model_id`` (configuration, preprocessor, PyTorch weights) into the HF cache."""
-    try:
+
+    def download() -> str:
         folder = snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors"])
         if not any(Path(folder).glob("*.safetensors")):
             folder = snapshot_download(model_id, allow_patterns=["*.json", "pytorch_model.bin"])
-    except Exception as error:  # noqa: BLE001 - any download failure gets the same advice
-        raise PrefetchError(
-            f"Could not download {model_id} from the Hugging Face hub "
-            f"({type(error).__name__}: {error}). Check the network (and HF_HUB_OFFLINE, "
-            "which must not be set while prefetching)."
-        ) from error
-    return Path(folder)
+        return folder
+
+    advice = "Check the network (and HF_HUB_OFFLINE, which must not be set while prefetching)."
+    return Path(downloaded(download, f"{model_id} from the Hugging Face hub", advice))
 
 
 @dataclass(frozen=True)
@@ -213,21 +205,17 @@ def prefetch_dataset(
     return PrefetchedDataset(uri, folder, len(images), len(annotations), downloaded)
 
 
-def default_datasets() -> list[str]:
-    """The ``s3://`` datasets the notebooks use by default."""
-    return [IMAGENETTE_VAL_URI, VOC_ANIMALS_URI]
-
-
 def _steps(args: argparse.Namespace) -> Iterable[tuple[str, Callable[[], object]]]:
     if not args.skip_weights:
-        for weights in torchvision_weights():
+        for weights in catalog.torchvision_weights():
             yield (
                 f"torchvision weights {weights}",
                 lambda w=weights: prefetch_torchvision_weights(w),
             )
-        yield f"Hugging Face model {VIT_MODEL_ID}", lambda: prefetch_hf_model(VIT_MODEL_ID)
+        for model_id in catalog.hub_models():
+            yield f"Hugging Face model {model_id}", lambda m=model_id: prefetch_hf_model(m)
     if not args.skip_data:
-        for uri in args.dataset or default_datasets():
+        for uri in args.dataset or catalog.datasets():
             yield f"dataset {uri}", lambda u=uri: prefetch_dataset(u, args.num_images).describe()
 
 

@@ -21,6 +21,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from jupyter_rest import rest_call
+
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 # Headless Chromium as root, with nothing started in the background: no sandbox (root),
 # no GPU, and no network of its own (otherwise its background connections are refused en masse).
@@ -164,16 +166,7 @@ class Lab:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
     def request(self, path: str, method: str = "GET", body: dict | None = None):
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.base + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            text = response.read().decode()
-            return json.loads(text) if text.startswith(("{", "[")) else text
+        return rest_call(self.base, self.token, path, method, body)[1]
 
     def shut_down_kernels(self) -> None:
         """Shut every kernel down through JupyterLab (each stops the Ray it started)."""

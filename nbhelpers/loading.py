@@ -1,6 +1,7 @@
-"""Build ResNet152, pretrained or offline, without ever falling back silently.
+"""Load models without ever falling back silently: pretrained weights from the cache or the
+network with a clear error, or seeded random weights that are the same in every process.
 
-Offline, seeded random weights give the notebook and every Ray actor the same model.
+Every model module (``resnet``, ``vit``, ``detection``) builds its model with these.
 """
 
 from __future__ import annotations
@@ -8,13 +9,10 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision.models import ResNet152_Weights, Weights, resnet152
-
-from nbhelpers.preprocess import CenterCrop
+from torchvision.models import Weights
 
 OFFLINE_SEED = 0
 """Seed of the offline weights: the same in the notebook and in every actor."""
@@ -22,24 +20,6 @@ OFFLINE_SEED = 0
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights are neither cached nor downloadable."""
-
-
-@dataclass(frozen=True)
-class ClassifierSpec:
-    """What an image classifier needs around the network itself."""
-
-    categories: tuple[str, ...]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    preprocess: CenterCrop
-
-
-def classifier_spec(weights: Weights) -> ClassifierSpec:
-    """Categories, normalisation and crop from torchvision's weight metadata (no download)."""
-    transforms = weights.transforms()
-    crop = CenterCrop(resize_size=transforms.resize_size[0], crop_size=transforms.crop_size[0])
-    categories = tuple(weights.meta["categories"])
-    return ClassifierSpec(categories, tuple(transforms.mean), tuple(transforms.std), crop)
 
 
 def cached_weights_path(weights: Weights) -> Path:
@@ -61,7 +41,11 @@ def network_timeout(seconds: float) -> Iterator[None]:
 def load_pretrained(
     builder: Callable[..., torch.nn.Module], weights: Weights, **kwargs
 ) -> torch.nn.Module:
-    """``builder(weights=weights)``; ``WeightsUnavailableError`` if not cached nor downloadable."""
+    """``builder(weights=weights)``, from torch's cache or downloaded.
+
+    Raises :class:`WeightsUnavailableError`, saying how to run offline or pre-download,
+    when the weights are neither cached nor downloadable.
+    """
     path = cached_weights_path(weights)
     try:
         with network_timeout(30):
@@ -85,22 +69,3 @@ def seeded(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return builder(weights=None, **kwargs)
-
-
-def offline_resnet(builder: Callable[..., torch.nn.Module]) -> torch.nn.Module:
-    """A ResNet with seeded random weights whose predictions differ between images.
-
-    Plain random weights blow activations up (every image gets one class);
-    ``zero_init_residual`` keeps their scale, and a scaled head a clear top class.
-    """
-    model = seeded(builder, zero_init_residual=True)
-    with torch.no_grad():
-        model.fc.weight.mul_(100.0)
-    return model
-
-
-def build_resnet152(pretrained: bool) -> tuple[torch.nn.Module, ClassifierSpec]:
-    """ResNet152 in eval mode and its spec; ImageNet weights, or seeded random ones offline."""
-    weights = ResNet152_Weights.DEFAULT
-    model = load_pretrained(resnet152, weights) if pretrained else offline_resnet(resnet152)
-    return model.eval(), classifier_spec(weights)
