@@ -3,6 +3,7 @@ so that no image is ever lost between the stages."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import numpy as np
@@ -12,6 +13,7 @@ import ray
 from nbhelpers.columns import object_array
 
 NODE_COLUMN = "node_id"  # the Ray node whose model actor predicted the row
+CALL_COLUMN = "model_call"  # which model call predicted the row: rows of one batch share it
 
 
 def decoded_mask(batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -43,7 +45,8 @@ def predicted_columns(
     empty: dict[str, object],
 ) -> dict[str, np.ndarray]:
     """What :func:`predict_decoded` puts in its table, as NumPy columns: ``path``, ``error``,
-    each column of ``empty``, and ``node_id``. For a stage that builds its own table."""
+    each column of ``empty``, ``node_id`` and ``model_call`` (one id per call, so that a
+    check can tell which rows were batched together). For a stage that builds its own table."""
     ok = decoded_mask(batch)
     rows = len(ok)
     out = {"path": batch["path"], "error": np.where(ok, None, batch["error"]).astype(object)}
@@ -59,6 +62,7 @@ def predicted_columns(
             )
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
     out[NODE_COLUMN] = np.full(rows, node, dtype=object)
+    out[CALL_COLUMN] = np.full(rows, uuid.uuid4().hex[:12], dtype=object)
     return out
 
 

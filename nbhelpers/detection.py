@@ -51,6 +51,7 @@ ROW_SCHEMA = pa.schema(
         ("scores", pa.list_(pa.float32())),
         ("error", pa.string()),
         ("node_id", pa.string()),
+        ("model_call", pa.string()),
     ]
 )
 """The columns of a detection row, typed even in a block of only failed images or of images
@@ -162,11 +163,20 @@ def image_rows(batch: dict[str, np.ndarray], found: dict[str, Sequence]) -> pa.T
         "scores": list(found["scores"]),
         "error": [e if isinstance(e, str) else None for e in found.get("error", batch["error"])],
         "node_id": list(found.get("node_id", [None] * rows)),
+        "model_call": list(found.get("model_call", [None] * rows)),
     }
     return pa.table(columns, schema=ROW_SCHEMA)
 
 
+PLACEHOLDERS = ("__background__", "N/A")
+"""The COCO label indices that name no class: 0 is the background, and 10 are ``"N/A"``, ids
+of classes that COCO dropped before release (91 indices, 80 classes). Pretrained weights
+never predict them; random ones (offline) may."""
+
+
 def detections_per_class(predictions: pd.DataFrame) -> pd.Series:
-    """How many detections each class got, most frequent first."""
-    labels = pd.Series([label for cell in predictions["labels"] for label in as_list(cell)])
+    """How many detections each of COCO's 80 classes got, most frequent first; detections
+    of a placeholder index (:data:`PLACEHOLDERS`) are left out."""
+    labels = [label for cell in predictions["labels"] for label in as_list(cell)]
+    labels = pd.Series([label for label in labels if label not in PLACEHOLDERS], dtype=object)
     return labels.value_counts().rename("detections").rename_axis("label")

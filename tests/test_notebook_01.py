@@ -41,15 +41,28 @@ def check_contract(run, expected_paths: int) -> None:
     assert "image" not in predictions.columns
     assert summary["images_per_second"] > 0
     assert summary["resources"]["cpus"] > 0 and summary["resources"]["actors"] >= 1
+    check_parity_spans_batches(run)
+    assert run.executed.stat().st_size <= MAX_EXECUTED_BYTES, run.executed
+
+
+MAX_EXECUTED_BYTES = 1.5 * 2**20
+"""An executed offline notebook stays small enough to open, share and keep as an example."""
+
+
+def check_parity_spans_batches(run) -> None:
+    """The scaled-up run batched the images otherwise than the single batch did, or its
+    parity check compares the same images in the same batch: it could prove nothing."""
+    if run.summary["num_images_in"] > 1:
+        calls = run.predictions["model_call"].nunique()
+        assert calls > 1, "every image went through one model call: give a smaller batch_size"
 
 
 def test_sample_photos_offline_through_nbmake(tmp_path, sample_photos):
     """Run by ``pytest --nbmake`` on a copy prepared with offline parameters."""
     from conftest import execute_with_nbmake
 
-    run = execute_with_nbmake(
-        "01_resnet_classification", tmp_path, pretrained=False, data_uri="sample"
-    )
+    parameters = {"pretrained": False, "data_uri": "sample", "batch_size": 5}  # several calls
+    run = execute_with_nbmake("01_resnet_classification", tmp_path, **parameters)
     check_contract(run, len(sample_photos))
     assert '"output_type": "error"' not in run.executed.read_text()
     assert "Wrote" in run.executed.read_text()  # the executed copy kept its outputs

@@ -14,10 +14,11 @@ import nbformat
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from test_notebook_01 import MAX_EXECUTED_BYTES, check_parity_spans_batches
 from test_notebook_01 import SUMMARY_FIELDS as CONTRACT_FIELDS
 
 from nbhelpers.columns import as_boxes, as_list
-from nbhelpers.detection import OFFLINE_SCORE_THRESHOLD
+from nbhelpers.detection import OFFLINE_SCORE_THRESHOLD, PLACEHOLDERS
 
 NOTEBOOK = "03_fasterrcnn_detection"
 PATH = Path(__file__).resolve().parent.parent / "notebooks" / f"{NOTEBOOK}.ipynb"
@@ -30,6 +31,7 @@ SUMMARY_FIELDS = CONTRACT_FIELDS | {
     "annotated_images",
 }
 PREDICTION_COLUMNS = {"path", "width", "height", "boxes", "labels", "scores", "error", "node_id"}
+PREDICTION_COLUMNS |= {"model_call"}
 
 VOC_OBJECTS = {  # image -> annotated objects (VOC names, 1-based boxes)
     "2008_000001": [("person", (120, 30, 400, 512))],
@@ -81,6 +83,8 @@ def check_detections(run, expected_paths: int, parity_checked: int) -> None:
     assert summary["num_predicted"] + summary["num_failed"] == summary["num_images_in"]
     assert summary["num_failed"] == int(predictions["error"].notna().sum())
     assert PREDICTION_COLUMNS <= set(predictions.columns)
+    check_parity_spans_batches(run)
+    assert run.executed.stat().st_size <= MAX_EXECUTED_BYTES, run.executed
     assert "image" not in predictions.columns
     assert summary["images_per_second"] > 0
     assert summary["accuracy"] is None
@@ -98,7 +102,7 @@ def check_detections(run, expected_paths: int, parity_checked: int) -> None:
         assert (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all(), row.path
         assert (boxes[:, :2] <= boxes[:, 2:]).all(), row.path
         assert all(s >= summary["score_threshold"] for s in scores)
-        total += len(labels)
+        total += sum(label not in PLACEHOLDERS for label in labels)  # 80 classes, no N/A
     assert total == summary["num_detections"] > 0
     assert sum(summary["detections_per_class"].values()) <= total
     check_quiet(run.executed)

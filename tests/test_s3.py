@@ -124,12 +124,13 @@ def test_notebook_01_reads_s3(run_notebook, tmp_path, public_s3, private_s3, mod
     from test_notebook_01 import check_contract, true_indices
 
     server, uri = (public_s3, PUBLIC_URI) if mode == "anonymous" else (private_s3, PRIVATE_URI)
+    offline = {"pretrained": False, "data_uri": uri, "batch_size": 2}  # several model calls
     if mode == "credentials":  # the results go to the bucket too
         results = "s3://team-photos/results/01"
-        run = run_into_bucket(NB01, tmp_path, server, results, pretrained=False, data_uri=uri)
+        run = run_into_bucket(NB01, tmp_path, server, results, **offline)
     else:
         env = server.env(credentials=False)
-        run = run_notebook(NB01, tmp_path, env=env, pretrained=False, data_uri=uri)
+        run = run_notebook(NB01, tmp_path, env=env, **offline)
     check_contract(run, IMAGE_KEYS)
     predictions = run.predictions.set_index(run.predictions["path"].str.rsplit("/", n=1).str[1])
     assert predictions.loc["empty.jpg", "error"] == "empty file (0 bytes)"
