@@ -210,7 +210,7 @@ def test_sample_photos_offline(run_notebook, tmp_path, sample_photos):
     # the exercises' solutions ran, and said what they should
     exercise_1 = stdout_of(run.executed, "whole_answers")
     assert "Same labels: True" in exercise_1 and "Largest score difference: 0.0" in exercise_1
-    assert re.search(r"batch_size=4: [\d.]+ images/s", stdout_of(run.executed, "batch_size=4"))
+    assert "Same labels:" in stdout_of(run.executed, "dtype=torch.bfloat16")
     assert "2 model actor(s)" in stdout_of(run.executed, "num_actors=plan.num_actors + 1")
 
 
