@@ -18,7 +18,7 @@ import nbformat
 import numpy as np
 import pytest
 import quirky_images as quirks
-from conftest import ROOT, copy_tree
+from conftest import ROOT, check_quiet, copy_tree
 from PIL import Image
 from test_notebook_01 import check_contract  # tests/ is on sys.path (rootdir-relative imports)
 from transformers import pipeline
@@ -162,24 +162,6 @@ def test_the_lesson_is_in_the_notebooks_own_cells():
 
 
 # --- the notebook, executed ----------------------------------------------------------
-
-
-ERROR_LINE = re.compile(r"\] E \d| ERROR |core_worker\.cc|Traceback")
-
-
-def check_quiet(executed: Path) -> None:
-    """No cell prints more than 5 lines to stderr (Ray Data's INFO lines aside), no error line."""
-    notebook = nbformat.read(executed, as_version=4)
-    for cell in code_cells(notebook):
-        stderr = [
-            line
-            for output in cell.outputs
-            if output.output_type == "stream" and output.name == "stderr"
-            for line in output.text.splitlines()
-            if " INFO " not in line
-        ]
-        assert len(stderr) <= 5, (cell.source[:80], stderr)
-        assert not any(ERROR_LINE.search(line) for line in stderr), stderr
 
 
 def stdout_of(executed: Path, fragment: str) -> str:

@@ -7,12 +7,12 @@ larger than the data.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import nbformat
 import pyarrow.parquet as pq
 import pytest
+from conftest import check_quiet
 from PIL import Image
 from test_notebook_01 import MAX_EXECUTED_BYTES, check_parity_spans_batches
 from test_notebook_01 import SUMMARY_FIELDS as CONTRACT_FIELDS
@@ -60,17 +60,6 @@ def test_the_lesson_keeps_ray_data_and_the_model_call_in_its_own_short_cells():
     assert len(solutions) >= 3
     assert all(cell.metadata["jupyter"]["source_hidden"] for cell in solutions)
     assert "docs.ray.io" in PATH.read_text()
-
-
-def check_quiet(executed: Path) -> None:
-    """No cell prints more than 5 lines to stderr (Ray Data's INFO progress aside), no error."""
-    for cell in nbformat.read(executed, as_version=4).cells:
-        text = "".join(
-            o.get("text", "") for o in cell.get("outputs", []) if o.get("name") == "stderr"
-        )
-        lines = [line for line in text.splitlines() if line.strip() and " INFO " not in line]
-        assert len(lines) <= 5, f"{cell.source[:60]!r} printed to stderr:\n" + "\n".join(lines)
-        assert not [line for line in lines if re.search(r"\bERROR\b|\d E \d", line)], lines
 
 
 def check_detections(run, expected_paths: int, parity_checked: int) -> None:
