@@ -143,7 +143,8 @@ def image_rows(batch: dict[str, np.ndarray], found: dict[str, Sequence]) -> pa.T
     """One :data:`ROW_SCHEMA` row per image of ``batch``, boxes in the original photo's pixels.
 
     ``found``: the model's ``boxes``, ``labels`` and ``scores`` per row (null for a failed
-    image, which gets ``num_detections`` -1), maybe with ``error`` and ``node_id``.
+    image, which gets ``num_detections`` -1), maybe with ``error``, ``node_id`` and
+    ``model_call`` (as :func:`nbhelpers.batches.predicted_columns` gives them).
     """
     rows = len(batch["path"])
     boxes: list[list | None] = []
