@@ -169,9 +169,8 @@ def read_predictions(
     """
     if columns is not None:
         columns = list(dict.fromkeys(["path", "error", *columns]))
-    folder = f"{output.path}/predictions"
     try:
-        infos = output.filesystem.get_file_info(pafs.FileSelector(folder))
+        infos = output.filesystem.get_file_info(pafs.FileSelector(output.predictions))
     except FileNotFoundError:
         infos = []
     files = sorted(info.path for info in infos if info.path.endswith(".parquet"))
