@@ -12,6 +12,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
 import ray
 import torch
 
@@ -89,6 +90,20 @@ class ActorPoolPlan:
         if not self.use_gpu:
             text += f" Torch runs {self.torch_threads} thread(s) in each actor."
         return " ".join([text, *self.notes])
+
+    def numbers(self, batch_size: int) -> pd.DataFrame:
+        """The plan number by number, each with the rule that chose it: a table to read."""
+        rows = [
+            ("model actors", self.num_actors, "one per GPU; else about 3/4 of the CPUs"),
+            ("CPUs per actor", self.cpus_per_actor, "reserved by each actor, for torch"),
+            ("GPUs per actor", self.gpus_per_actor, "1 on a GPU cluster, else 0"),
+            ("CPUs left for decoding", self.cpus_left_for_tasks, "never 0: decoding must run"),
+            ("CPUs per decode task", self.cpus_per_task, "under an actor's: no fusion"),
+            ("torch threads per actor", self.torch_threads, "CPU actors use every core"),
+            ("batch size", batch_size, "rows per model call"),
+        ]
+        rows = [(number, f"{value:g}", why) for number, value, why in rows]  # 1 and 0.5
+        return pd.DataFrame(rows, columns=["number", "value", "why"]).set_index("number")
 
 
 def torch_threads_per_actor(

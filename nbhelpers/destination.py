@@ -24,6 +24,13 @@ class OutputLocationError(ValueError):
     """``output_dir`` cannot take the results; the message says what to give instead."""
 
 
+WRITE_TASK_CPUS = 0.25
+"""CPUs a write task reserves. It only writes a small Parquet file; and Ray Data, which checks
+for a free CPU as the write finishes, would warn that the job "will hang" if the last write
+task and the model actors (not yet stopped) held every CPU, as a whole CPU per task does on a
+2-core machine."""
+
+
 @dataclass(frozen=True)
 class OutputLocation:
     """Where a run's results go, checked before any model work (see :func:`output_location`)."""
@@ -34,9 +41,9 @@ class OutputLocation:
     """The file system that reads and writes :attr:`path`: local, or S3 with its credentials."""
     path: str
     """The folder inside :attr:`filesystem`: an absolute path, or ``bucket/prefix`` on S3."""
-    ray_remote_args: dict = field(default_factory=dict)
-    """For ``write_parquet``'s write tasks. A local folder: pinned to this notebook's node,
-    with no CPU reserved where that node offers none. S3: none (they run anywhere)."""
+    ray_remote_args: dict = field(default_factory=lambda: {"num_cpus": WRITE_TASK_CPUS})
+    """For ``write_parquet``'s write tasks: a quarter of a CPU each. A local folder: pinned to
+    this notebook's node, with no CPU reserved where that node offers none. S3: anywhere."""
 
     @property
     def is_local(self) -> bool:
@@ -103,13 +110,13 @@ def _pinned_to_this_node() -> dict:
     reserve none: they only write small Parquet files.
     """
     if not ray.is_initialized():
-        return {}
+        return {"num_cpus": WRITE_TASK_CPUS}
     here = ray.get_runtime_context().get_node_id()
     cpus = next(
         (node["Resources"].get("CPU", 0) for node in ray.nodes() if node["NodeID"] == here), 0
     )
     pinned = {"scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=False)}
-    return pinned | ({"num_cpus": 0} if cpus < 1 else {})
+    return pinned | {"num_cpus": 0 if cpus < 1 else WRITE_TASK_CPUS}
 
 
 def _s3_location(uri: str) -> OutputLocation:

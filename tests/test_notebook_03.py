@@ -124,9 +124,16 @@ def test_voc_folder_broken_file_first_one_photo_per_batch_more_actors_than_cpus(
     run_notebook, tmp_path, voc_folder
 ):
     """The single batch skips the broken first file; alone in its block, the failed row's null
-    boxes still share the Parquet schema of the others; mAP against the annotations."""
+    boxes still share the Parquet schema of the others; mAP against the annotations. The
+    exercises run too."""
     run = run_notebook(
-        NOTEBOOK, tmp_path, pretrained=False, data_uri=str(voc_folder), batch_size=1, num_actors=3
+        NOTEBOOK,
+        tmp_path,
+        exercises=True,
+        pretrained=False,
+        data_uri=str(voc_folder),
+        batch_size=1,
+        num_actors=3,
     )
     check_detections(run, 5, parity_checked=4)
     failed = run.predictions[run.predictions["error"].notna()]

@@ -48,6 +48,21 @@ def test_parameters_keep_their_types_and_the_executed_copy_lands_in_output_dir(t
     assert seen == {"num_images": 8, "data_uri": "s3://anonymous@bucket/1e3", "flags": [True, None]}
 
 
+def test_skip_solutions_leaves_out_the_cells_tagged_solution_and_only_those(tmp_path):
+    notebook = nbformat.read(
+        write_notebook(tmp_path / "ex.ipynb", "print('lesson')", "raise SystemExit('answer')"), 4
+    )
+    notebook.cells[-1].metadata["tags"] = ["solution"]
+    nbformat.write(notebook, tmp_path / "ex.ipynb")
+    skipped = execute_notebook(
+        tmp_path / "ex.ipynb", tmp_path / "a", timeout_s=120, skip_solutions=True
+    )
+    assert skipped.returncode == 0, skipped.output[-3000:]
+    assert "lesson" in skipped.executed.read_text() and "answer" not in skipped.executed.read_text()
+    full = execute_notebook(tmp_path / "ex.ipynb", tmp_path / "b", timeout_s=120)
+    assert full.returncode != 0 and "answer" in full.executed.read_text()
+
+
 def test_a_failing_cell_is_reported_by_its_own_exception(tmp_path):
     """The error names the exception, its message's first two lines, and the cell."""
     notebook = write_notebook(

@@ -152,6 +152,15 @@ def test_notebook_kernel_is_the_one_make_setup_registers(path):
 ENTRIES = {entry.notebook: entry for entry in catalog.NOTEBOOKS}
 
 
+def test_no_warning_of_ray_is_hidden_by_the_package():
+    """A warning that can be true (a pool that starves its read stage) must reach the learner:
+    nbhelpers filters no log record, and no warning but PIL's about images it decodes reduced."""
+    for module in sorted((ROOT / "nbhelpers").glob("*.py")):
+        for line in module.read_text().splitlines():
+            if any(hiding in line for hiding in ("filterwarnings(", "simplefilter(", "addFilter(")):
+                assert "Image.DecompressionBombWarning" in line, f"{module.name}: {line.strip()}"
+
+
 def test_every_notebook_has_its_entry_in_the_catalog():
     assert sorted(ENTRIES) == sorted(path.stem for path in NOTEBOOKS)
     for entry in catalog.NOTEBOOKS:
@@ -183,6 +192,14 @@ def test_notebook_is_a_lesson_with_the_calls_in_plain_sight(path):
     solutions = [cell for cell in code if "solution" in cell.metadata.get("tags", [])]
     assert len(solutions) >= 3
     assert all(cell.metadata.get("jupyter", {}).get("source_hidden") for cell in solutions)
+    # Each exercise's solution (its last cell, before the next exercise) ends with an answer.
+    exercises = [i for i, cell in enumerate(notebook.cells) if re.match(r"\*\*\d\.", cell.source)]
+    for first, after in zip(exercises, [*exercises[1:], len(notebook.cells)], strict=True):
+        cells = notebook.cells[first:after]
+        last = [cell for cell in cells if "solution" in cell.metadata.get("tags", [])][-1]
+        assert "Answer:" in last.source, last.source[:80]
+    # The sizing numbers, and where the time went, in the notebook's own code.
+    assert "plan.numbers(batch_size)" in source and ".stats()" in source
     text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
     assert "What you will learn" in text and "docs.ray.io" in text
     assert notebook.metadata.kernelspec.name == "batch-inference"

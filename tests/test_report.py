@@ -64,7 +64,7 @@ def test_quality_and_device_texts():
 def test_a_failing_notebook_makes_the_job_fail_but_the_others_still_run(tmp_path, monkeypatch):
     ran = []
 
-    def fake_execute(notebook: Path, output_root: Path, parameters, timeout_s):
+    def fake_execute(notebook: Path, output_root: Path, parameters, timeout_s, skip_solutions):
         ran.append(notebook.stem)
         error = "stopped with an error" if notebook.stem.startswith("01") else None
         folder = output_root / notebook.stem

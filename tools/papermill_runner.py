@@ -113,6 +113,7 @@ def papermill_command(
     cwd: Path,
     progress_bar: bool = False,
     show_traceback: bool = True,
+    skip_solutions: bool = False,
 ) -> list[str]:
     """The command line that executes ``notebook`` into ``executed`` with :func:`run_papermill`.
 
@@ -121,7 +122,21 @@ def papermill_command(
     command = [sys.executable, "-m", "tools.papermill_runner", str(notebook), str(executed)]
     command += ["--cwd", str(cwd), "--parameters", json.dumps(dict(parameters), default=str)]
     command += ["--progress-bar"] if progress_bar else []
+    command += ["--skip-solutions"] if skip_solutions else []
     return command + ([] if show_traceback else ["--quiet"])
+
+
+SOLUTION_TAG = "solution"
+"""The tag of the exercises' solution cells, which ``skip_solutions`` leaves out."""
+
+
+def without_solutions(notebook: Path) -> nbformat.NotebookNode:
+    """``notebook`` without its cells tagged :data:`SOLUTION_TAG` (the exercises' answers)."""
+    content = nbformat.read(notebook, as_version=4)
+    content.cells = [
+        cell for cell in content.cells if SOLUTION_TAG not in cell.metadata.get("tags", [])
+    ]
+    return content
 
 
 def run_papermill(
@@ -131,6 +146,7 @@ def run_papermill(
     cwd: Path,
     progress_bar: bool = False,
     show_traceback: bool = True,
+    skip_solutions: bool = False,
 ) -> int:
     """Execute ``notebook`` into ``executed`` with papermill, in this process; 0 when every cell ran.
 
@@ -149,12 +165,13 @@ def run_papermill(
         show_traceback: on a failing cell, print its traceback (papermill's text) on stderr;
             without, print nothing: :attr:`NotebookExecution.error` says what failed and
             the executed copy holds the traceback.
+        skip_solutions: leave out the exercises' solution cells (see :func:`without_solutions`).
     """
     import papermill  # here: importing this module for its other functions stays light
 
     try:
         papermill.execute_notebook(
-            str(notebook),
+            without_solutions(notebook) if skip_solutions else str(notebook),
             str(executed),
             parameters=dict(parameters),
             kernel_name=KERNEL,
@@ -184,6 +201,7 @@ def execute_notebook(
     env: Mapping[str, str] | None = None,
     executed: str | Path | None = None,
     capture_output: bool = True,
+    skip_solutions: bool = False,
 ) -> NotebookExecution:
     """Execute ``notebook`` with papermill in a subprocess, stopped after ``timeout_s`` seconds.
 
@@ -198,6 +216,9 @@ def execute_notebook(
         capture_output: keep papermill's output in the result, with a failing cell's
             traceback, instead of printing it; printed, it comes with papermill's
             progress bar and without the traceback (the caller prints ``error``).
+        skip_solutions: leave out the exercises' solution cells, for a run that needs the
+            results and not the answers (most of the tests: each notebook's exercises run
+            in one test of their own).
 
     Returns:
         A :class:`NotebookExecution`; a failing cell or a time-out is reported in it,
@@ -213,7 +234,7 @@ def execute_notebook(
     # Printed on a terminal: a progress bar, and no traceback (the caller prints `error`).
     printed = not capture_output
     command = papermill_command(
-        notebook, executed, parameters, notebook.parent, printed, not printed
+        notebook, executed, parameters, notebook.parent, printed, not printed, skip_solutions
     )
     start = time.perf_counter()
     process = subprocess.Popen(
@@ -294,10 +315,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="no traceback for a failing cell"
     )
+    parser.add_argument("--skip-solutions", action="store_true", help="leave out the answers")
     args = parser.parse_args(argv)
     parameters = json.loads(args.parameters)
     return run_papermill(
-        args.notebook, args.executed, parameters, args.cwd, args.progress_bar, not args.quiet
+        args.notebook,
+        args.executed,
+        parameters,
+        args.cwd,
+        args.progress_bar,
+        not args.quiet,
+        args.skip_solutions,
     )
 
 

@@ -42,7 +42,11 @@ def parameter_value(text: str) -> object:
 
 
 def execute(
-    notebook: Path, output_root: Path, parameters: dict[str, object], timeout_s: int
+    notebook: Path,
+    output_root: Path,
+    parameters: dict[str, object],
+    timeout_s: int,
+    skip_solutions: bool = False,
 ) -> NotebookReport:
     """Execute one notebook into ``<output_root>/<name>/``, render it as HTML, read its summary.
 
@@ -53,7 +57,12 @@ def execute(
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "summary.json").unlink(missing_ok=True)  # never report a previous run's
     run = execute_notebook(
-        notebook, output_dir, parameters, timeout_s=timeout_s, capture_output=False
+        notebook,
+        output_dir,
+        parameters,
+        timeout_s=timeout_s,
+        capture_output=False,
+        skip_solutions=skip_solutions,
     )
     page = None
     if run.executed.is_file():
@@ -93,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         help="where the run goes (default: outputs/run, or outputs/smoke with --smoke)",
     )
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per notebook")
+    parser.add_argument(
+        "--skip-solutions",
+        action="store_true",
+        help="leave out the exercises' solution cells: a job that needs only the results",
+    )
     args = parser.parse_args(argv)
     parameters = dict(SMOKE_PARAMETERS) if args.smoke else {}
     parameters |= {name: parameter_value(value) for name, value in args.p}
@@ -103,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     for number, notebook in enumerate(notebooks, start=1):
         shown = parameters or "(default parameters)"
         print(f"==> [{number}/{len(notebooks)}] {notebook.name} {shown}", flush=True)
-        report = execute(notebook, output_root, parameters, args.timeout)
+        report = execute(notebook, output_root, parameters, args.timeout, args.skip_solutions)
         reports.append(report)
         cells = report.cells()
         figures = (
