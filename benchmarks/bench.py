@@ -203,31 +203,94 @@ def ratios(rows: dict[str, dict], tuned: str | None) -> dict[str, float]:
         first = c["first_batch_seconds"] / rows["tutorial"]["first_batch_seconds"]
         out["first batch, collection / tutorial (target <= 0.7)"] = first
     for other, target in (
-        ("model_only", " (target >= 0.85)"),
-        (tuned, " (target >= 1.0)"),
+        ("model_only", " (target >= 0.93)"),
+        (tuned, ""),
         ("tutorial", ""),
     ):
         if other in rows and rows[other]["steady_images_per_second"]:
             steady = c["steady_images_per_second"] / rows[other]["steady_images_per_second"]
             out[f"steady, collection / {other}{target}"] = steady
+    if tuned in rows:
+        memory = c["peak_rss_bytes"] / rows[tuned]["peak_rss_bytes"]
+        out[f"peak RSS, collection / {tuned} (target <= 1.5)"] = memory
+        if c.get("peak_pss_bytes") and rows[tuned].get("peak_pss_bytes"):
+            out[f"peak PSS, collection / {tuned}"] = (
+                c["peak_pss_bytes"] / rows[tuned]["peak_pss_bytes"]
+            )
     return out
 
 
 # --------------------------------------------------------------------------- running a pipeline
 
 
+DAEMONS = (
+    ("gcs_server", "Ray: GCS (cluster state)"),
+    ("raylet", "Ray: raylet (scheduler, object store)"),
+    ("log_monitor.py", "Ray: log monitor (worker output to the driver)"),
+    ("autoscaler/_private/monitor.py", "Ray: autoscaler monitor"),
+    ("dashboard/dashboard.py", "Ray: dashboard head (state API)"),
+)
+"""Ray's processes outside its workers, by a fragment of their command line."""
+WORKERS = (
+    ("IDLE", "Ray: idle workers"),
+    ("MapWorker(", "model actor"),
+    ("DashboardAgent", "Ray: dashboard agent (metrics, events)"),
+    ("RuntimeEnvAgent", "Ray: runtime-env agent"),
+    ("Predictor", "model actor"),
+    ("MapBatches(", "read tasks (decode)"),
+    ("ReadImage", "read tasks (decode)"),
+    ("Map(", "read tasks (decode)"),
+    ("Write", "write tasks"),
+)
+"""Ray's worker processes, by the title Ray gives them (``ray::<task or actor>``)."""
+
+
+IDLE = "(no process: the CPUs idle)"
+"""The machine's idle CPU time, counted beside the services: what no process used."""
+
+
+def service_of(process: psutil.Process, pipeline_pid: int) -> str:
+    """The service a process of the run belongs to (see :data:`DAEMONS` and :data:`WORKERS`);
+    another Ray worker by its own title (Ray Data's helper actors: ``ray::_StatsActor``)."""
+    if process.pid == pipeline_pid:
+        return "the pipeline's own process (driver)"
+    try:
+        command = process.cmdline()
+    except psutil.Error:
+        return "other"
+    if command and command[0].startswith("ray::"):
+        title = command[0].split()[0].split(".")[0]  # ray::_StatsActor.get: ray::_StatsActor
+        return next((s for fragment, s in WORKERS if fragment in title), f"Ray: {title[5:]}")
+    line = " ".join(command)
+    if "benchmarks.pipelines" in line:
+        return "DataLoader workers"
+    if "default_worker.py" in line:
+        return "Ray: workers starting (before they take a task)"
+    return next(
+        (service for fragment, service in DAEMONS if fragment in line), f"other: {line[:80]}"
+    )
+
+
 class MemorySampler:
-    """Peak resident memory of this process and all it starts, and peak growth of shared memory.
+    """Peak resident memory of this process and all it starts, and peak growth of shared memory;
+    per service (:func:`service_of`), CPU seconds and peak resident memory.
 
     Ray's object store lives in shared memory (``/dev/shm``): the growth of the
     machine's ``Shmem`` is its high-water mark (for the DataLoader, the tensors its
-    workers pass on). Other programs on the machine count too.
+    workers pass on). Other programs on the machine count too. Resident memory counts
+    pages shared between processes (torch's libraries) once per process, as ``ps`` does;
+    the proportional share (PSS, each shared page split among its users) is sampled too,
+    once a second: what the processes together take from the machine.
     """
 
     def __init__(self):
-        self.peak_rss = self.peak_shared = 0
+        self.peak_rss = self.peak_shared = self.peak_pss = 0
         self.shared_at_start = self.shared()
         self.gpu_busy: list[tuple[float, float]] = []  # (time, % busy), where there is a GPU
+        self.pipeline_pid = 0  # the pipeline's process, once started
+        self.cpu: dict[int, tuple[str, float]] = {}  # pid: (service, CPU seconds so far)
+        self.cpu_ticks: list[tuple[float, dict[str, float]]] = []  # (time, CPU s per service)
+        self.service_rss: dict[str, int] = {}  # service: peak resident memory
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.sample, daemon=True)
 
@@ -254,14 +317,53 @@ class MemorySampler:
             ticks += 1
             if ticks % 4 == 0 and (busy := self.gpu_utilization()) is not None:
                 self.gpu_busy.append((time.time(), busy))
-            rss = 0
+            rss = pss = 0
+            per_service: dict[str, int] = {}
             for process in psutil.Process().children(recursive=True):
                 try:
-                    rss += process.memory_info().rss
+                    memory = process.memory_info().rss
+                    times = process.cpu_times()
+                    if ticks % 4 == 0:
+                        pss += process.memory_full_info().pss
                 except psutil.Error:
-                    pass
+                    continue
+                # Asked each time: a worker's title changes with its task, and a process
+                # shows Ray's title only once it has set it.
+                service = service_of(process, self.pipeline_pid)
+                self.cpu[process.pid] = (service, times.user + times.system)
+                per_service[service] = per_service.get(service, 0) + memory
+                rss += memory
             self.peak_rss = max(self.peak_rss, rss)
+            self.peak_pss = max(self.peak_pss, pss)
             self.peak_shared = max(self.peak_shared, self.shared() - self.shared_at_start)
+            for service, memory in per_service.items():
+                self.service_rss[service] = max(self.service_rss.get(service, 0), memory)
+            totals: dict[str, float] = {}
+            for service, seconds in self.cpu.values():
+                totals[service] = totals.get(service, 0.0) + seconds
+            machine = psutil.cpu_times()
+            totals[IDLE] = machine.idle + getattr(machine, "iowait", 0.0)
+            self.cpu_ticks.append((time.time(), totals))
+
+    def services(self, steady: tuple[float, float] | None) -> dict[str, dict]:
+        """Per service: CPU seconds over the run and between ``steady``'s two times (the first
+        and the last batch), and peak resident memory (MiB)."""
+        if not self.cpu_ticks:
+            return {}
+        last = self.cpu_ticks[-1][1]
+        window: dict[str, float] = {}
+        if steady:
+            inside = [totals for at, totals in self.cpu_ticks if steady[0] <= at <= steady[1]]
+            if len(inside) >= 2:
+                window = {k: v - inside[0].get(k, 0.0) for k, v in inside[-1].items()}
+        return {
+            service: {
+                "cpu_seconds": last.get(service, 0.0),
+                "steady_cpu_seconds": window.get(service),
+                "peak_rss_mib": self.service_rss.get(service, 0) / 2**20,
+            }
+            for service in sorted(set(last) | set(self.service_rss))
+        }
 
     def __enter__(self) -> MemorySampler:
         self.thread.start()
@@ -296,6 +398,7 @@ def run_pipeline(name: str, settings: dict, timeout: float, retries: int = 1) ->
                 process = subprocess.Popen(
                     command, stdout=stream, stderr=subprocess.STDOUT, cwd=ROOT, env=env
                 )
+                memory.pipeline_pid = process.pid
                 try:
                     code = process.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
@@ -303,11 +406,16 @@ def run_pipeline(name: str, settings: dict, timeout: float, retries: int = 1) ->
                     code = "timed out"
             if code == 0:
                 timings = json.loads((Path(scratch) / "run.json").read_text())
+                done = sorted(at for at, _ in timings["batches"])
+                steady = (done[0], done[-1]) if len(done) > 1 else None
                 return figures(timings) | {
                     "load_average": [load, os.getloadavg()[0]],
                     "peak_rss_bytes": memory.peak_rss,
+                    "peak_pss_bytes": memory.peak_pss,
                     "peak_shared_bytes": memory.peak_shared,
                     "gpu_utilization": steady_gpu_utilization(timings, memory.gpu_busy),
+                    "services": memory.services(steady),
+                    "steady_window_seconds": steady[1] - steady[0] if steady else None,
                 }
         tail = "\n".join(log.read_text().splitlines()[-12:])
         print(f"  {name} failed ({code}) on attempt {attempt + 1}; the end of {log}:\n{tail}")
@@ -361,6 +469,40 @@ def print_breakdown(rows: dict[str, dict]) -> None:
             print(
                 f"{name}: Ray worker processes: {row['workers'][0]} started with Ray (pre-started), "
                 f"{row['workers'][1]} while the pipeline ran."
+            )
+
+
+def shown_services(rows: dict[str, dict], tuned: str | None) -> list[str]:
+    """The pipelines whose services are printed: all but the DataLoaders not chosen."""
+    return [k for k in rows if not k.startswith("dataloader") or k == tuned]
+
+
+def print_services(rows: dict[str, dict]) -> None:
+    """Per service of each pipeline: its share of the machine's CPUs once running, its CPU
+    seconds over the whole run, and its peak resident memory."""
+    cpus = os.cpu_count() or 1
+    for name, row in rows.items():
+        services, window = row.get("services") or {}, row.get("steady_window_seconds")
+        if not services:
+            continue
+        print(
+            f"\n{name}: {row['peak_rss_bytes'] / 2**20:,.0f} MiB resident at the peak "
+            f"({row.get('peak_pss_bytes', 0) / 2**20:,.0f} MiB proportional), {cpus} CPUs\n"
+        )
+        print(
+            "| service | CPU share once running (% of the machine) | CPU s, whole run "
+            "| peak RSS (MiB) |"
+        )
+        print("| --- | ---: | ---: | ---: |")
+        by_cpu = sorted(services.items(), key=lambda item: -item[1]["cpu_seconds"])
+        for service, figures_ in by_cpu:
+            steady = figures_["steady_cpu_seconds"]
+            share = (
+                f"{100 * steady / (window * cpus):.1f}" if steady is not None and window else "-"
+            )
+            print(
+                f"| {service} | {share} | {figures_['cpu_seconds']:.1f} "
+                f"| {figures_['peak_rss_mib']:,.0f} |"
             )
 
 
@@ -459,6 +601,8 @@ def main(argv: list[str] | None = None) -> None:
     print_results(rows)
     if tuned:
         print(f"\nThe tuned DataLoader: {tuned} (the best steady rate of {', '.join(loaders)}).")
+    print("\nWhere the CPUs and the memory went, service by service:")
+    print_services({k: rows[k] for k in shown_services(rows, tuned)})
     print("\nStart-up, seconds since the process started:\n")
     shown = [k for k in rows if not k.startswith("dataloader") or k == tuned]
     print_breakdown({k: rows[k] for k in shown})

@@ -115,3 +115,47 @@ def test_crossover_where_start_up_plus_steady_time_is_equal():
     assert bench.predicted_seconds(ray, 250) == pytest.approx(bench.predicted_seconds(loader, 250))
     assert bench.crossover(loader, ray) is None  # slower once running: never overtakes
     assert bench.crossover(ray | {"startup_seconds": 1.0}, loader) == 0.0
+
+
+def test_the_memory_sampler_counts_cpu_and_memory_per_service_of_real_processes(tmp_path):
+    """Processes named as Ray names its workers (``ray::<task>``) land in their service, with
+    their CPU seconds and resident memory; the steady window counts only what ran inside it."""
+    import subprocess
+    import sys
+    import time
+
+    burn = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"
+    titles = {
+        "ray::MapWorker(MapBatches(ResNetPredictor))": burn,
+        "ray::IDLE": "import time; time.sleep(2)",
+    }
+    with bench.MemorySampler() as sampler:
+        started = time.time()
+        children = [
+            subprocess.Popen(["bash", "-c", f'exec -a "{title}" {sys.executable} -c "{code}"'])
+            for title, code in titles.items()
+        ]
+        for child in children:
+            child.wait(timeout=30)
+        ended = time.time()
+        time.sleep(0.6)
+    services = sampler.services((started, ended))
+    actor, idle = services["model actor"], services["Ray: idle workers"]
+    assert 0.8 < actor["cpu_seconds"] <= 2.0 and actor["peak_rss_mib"] > 1
+    assert idle["cpu_seconds"] < 0.5
+    assert actor["steady_cpu_seconds"] is not None and actor["steady_cpu_seconds"] > 0.5
+    assert sampler.peak_pss > 0 and sampler.peak_rss >= sampler.peak_pss
+
+
+def test_ratios_hold_the_three_targets():
+    row = {"first_batch_seconds": 7.0, "steady_images_per_second": 9.5, "peak_rss_bytes": 3e9}
+    rows = {
+        "collection": row,
+        "tutorial": row | {"first_batch_seconds": 10.0, "steady_images_per_second": 5.0},
+        "model_only": row | {"steady_images_per_second": 10.0},
+        "dataloader, num_workers=1": row | {"peak_rss_bytes": 2e9},
+    }
+    ratios = bench.ratios(rows, "dataloader, num_workers=1")
+    assert ratios["first batch, collection / tutorial (target <= 0.7)"] == pytest.approx(0.7)
+    assert ratios["steady, collection / model_only (target >= 0.93)"] == pytest.approx(0.95)
+    assert ratios["peak RSS, collection / dataloader, num_workers=1 (target <= 1.5)"] == 1.5
