@@ -266,9 +266,8 @@ def service_of(process: psutil.Process, pipeline_pid: int) -> str:
         return "DataLoader workers"
     if "default_worker.py" in line:
         return "Ray: workers starting (before they take a task)"
-    return next(
-        (service for fragment, service in DAEMONS if fragment in line), f"other: {line[:80]}"
-    )
+    script = next((Path(part).name for part in command if part.endswith(".py")), line[:60])
+    return next((service for fragment, service in DAEMONS if fragment in line), f"other: {script}")
 
 
 class MemorySampler:
@@ -288,7 +287,8 @@ class MemorySampler:
         self.shared_at_start = self.shared()
         self.gpu_busy: list[tuple[float, float]] = []  # (time, % busy), where there is a GPU
         self.pipeline_pid = 0  # the pipeline's process, once started
-        self.cpu: dict[int, tuple[str, float]] = {}  # pid: (service, CPU seconds so far)
+        self.cpu_seen: dict[int, float] = {}  # pid: its CPU seconds at the last sample
+        self.service_cpu: dict[str, float] = {}  # service: CPU seconds, sample by sample
         self.cpu_ticks: list[tuple[float, dict[str, float]]] = []  # (time, CPU s per service)
         self.service_rss: dict[str, int] = {}  # service: peak resident memory
         self.stop = threading.Event()
@@ -328,9 +328,13 @@ class MemorySampler:
                 except psutil.Error:
                     continue
                 # Asked each time: a worker's title changes with its task, and a process
-                # shows Ray's title only once it has set it.
+                # shows Ray's title only once it has set it. The CPU time since the last
+                # sample goes to what the process is now.
                 service = service_of(process, self.pipeline_pid)
-                self.cpu[process.pid] = (service, times.user + times.system)
+                used = times.user + times.system
+                spent = used - self.cpu_seen.get(process.pid, 0.0)
+                self.cpu_seen[process.pid] = used
+                self.service_cpu[service] = self.service_cpu.get(service, 0.0) + spent
                 per_service[service] = per_service.get(service, 0) + memory
                 rss += memory
             self.peak_rss = max(self.peak_rss, rss)
@@ -338,9 +342,7 @@ class MemorySampler:
             self.peak_shared = max(self.peak_shared, self.shared() - self.shared_at_start)
             for service, memory in per_service.items():
                 self.service_rss[service] = max(self.service_rss.get(service, 0), memory)
-            totals: dict[str, float] = {}
-            for service, seconds in self.cpu.values():
-                totals[service] = totals.get(service, 0.0) + seconds
+            totals = dict(self.service_cpu)
             machine = psutil.cpu_times()
             totals[IDLE] = machine.idle + getattr(machine, "iowait", 0.0)
             self.cpu_ticks.append((time.time(), totals))
@@ -350,7 +352,7 @@ class MemorySampler:
         and the last batch), and peak resident memory (MiB)."""
         if not self.cpu_ticks:
             return {}
-        last = self.cpu_ticks[-1][1]
+        first, last = self.cpu_ticks[0][1], self.cpu_ticks[-1][1]
         window: dict[str, float] = {}
         if steady:
             inside = [totals for at, totals in self.cpu_ticks if steady[0] <= at <= steady[1]]
@@ -358,7 +360,7 @@ class MemorySampler:
                 window = {k: v - inside[0].get(k, 0.0) for k, v in inside[-1].items()}
         return {
             service: {
-                "cpu_seconds": last.get(service, 0.0),
+                "cpu_seconds": last.get(service, 0.0) - (first[IDLE] if service == IDLE else 0),
                 "steady_cpu_seconds": window.get(service),
                 "peak_rss_mib": self.service_rss.get(service, 0) / 2**20,
             }
