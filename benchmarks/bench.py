@@ -229,6 +229,8 @@ DAEMONS = (
     ("log_monitor.py", "Ray: log monitor (worker output to the driver)"),
     ("autoscaler/_private/monitor.py", "Ray: autoscaler monitor"),
     ("dashboard/dashboard.py", "Ray: dashboard head (state API)"),
+    ("runtime_env/agent/main.py", "Ray: runtime-env agent"),
+    ("dashboard/agent.py", "Ray: dashboard agent (metrics, events)"),
 )
 """Ray's processes outside its workers, by a fragment of their command line."""
 WORKERS = (
