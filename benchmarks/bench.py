@@ -247,7 +247,7 @@ WORKERS = (
 """Ray's worker processes, by the title Ray gives them (``ray::<task or actor>``)."""
 
 
-IDLE = "(no process: the CPUs idle)"
+IDLE_CPU = "(no process: the CPUs idle)"
 """The machine's idle CPU time, counted beside the services: what no process used."""
 
 
@@ -287,6 +287,7 @@ class MemorySampler:
     def __init__(self):
         self.peak_rss = self.peak_shared = self.peak_pss = 0
         self.shared_at_start = self.shared()
+        self.idle_at_start = self.idle_cpu()
         self.gpu_busy: list[tuple[float, float]] = []  # (time, % busy), where there is a GPU
         self.pipeline_pid = 0  # the pipeline's process, once started
         self.cpu_seen: dict[int, float] = {}  # pid: its CPU seconds at the last sample
@@ -305,6 +306,12 @@ class MemorySampler:
         result = subprocess.run(query, capture_output=True, text=True, timeout=10)
         values = [float(v) for v in result.stdout.split() if v.replace(".", "").isdigit()]
         return max(values) if result.returncode == 0 and values else None
+
+    @staticmethod
+    def idle_cpu() -> float:
+        """The machine's idle CPU seconds since it booted (waiting for I/O included)."""
+        machine = psutil.cpu_times()
+        return machine.idle + getattr(machine, "iowait", 0.0)
 
     @staticmethod
     def shared() -> int:
@@ -345,8 +352,7 @@ class MemorySampler:
             for service, memory in per_service.items():
                 self.service_rss[service] = max(self.service_rss.get(service, 0), memory)
             totals = dict(self.service_cpu)
-            machine = psutil.cpu_times()
-            totals[IDLE] = machine.idle + getattr(machine, "iowait", 0.0)
+            totals[IDLE_CPU] = self.idle_cpu() - self.idle_at_start
             self.cpu_ticks.append((time.time(), totals))
 
     def services(self, steady: tuple[float, float] | None) -> dict[str, dict]:
@@ -354,7 +360,7 @@ class MemorySampler:
         and the last batch), and peak resident memory (MiB)."""
         if not self.cpu_ticks:
             return {}
-        first, last = self.cpu_ticks[0][1], self.cpu_ticks[-1][1]
+        last = self.cpu_ticks[-1][1]
         window: dict[str, float] = {}
         if steady:
             inside = [totals for at, totals in self.cpu_ticks if steady[0] <= at <= steady[1]]
@@ -362,7 +368,7 @@ class MemorySampler:
                 window = {k: v - inside[0].get(k, 0.0) for k, v in inside[-1].items()}
         return {
             service: {
-                "cpu_seconds": last.get(service, 0.0) - (first[IDLE] if service == IDLE else 0),
+                "cpu_seconds": last.get(service, 0.0),
                 "steady_cpu_seconds": window.get(service),
                 "peak_rss_mib": self.service_rss.get(service, 0) / 2**20,
             }
