@@ -45,7 +45,7 @@ NB ?=
 P ?=
 JOB_ARGS := $(if $(NB),--only $(NB)) $(foreach kv,$(P),-p $(firstword $(subst =, ,$(kv))) $(patsubst $(firstword $(subst =, ,$(kv)))=%,%,$(kv)))
 
-.PHONY: setup run smoke test lab lint style clean bench bench-vit doctor prefetch lock gpu-wheels gpu-check FORCE
+.PHONY: setup run smoke test lab lint style clean bench bench-vit bench-feed doctor prefetch lock gpu-wheels gpu-check FORCE
 
 setup: $(READY)  ## the environment: the exact versions of constraints.txt, and the Jupyter kernel
 
@@ -103,6 +103,9 @@ bench: $(READY)  ## notebook 01's pipeline vs the tutorial, tuned DataLoaders, t
 
 bench-vit: $(READY)  ## notebook 02's two places for the ViT's image processor, timed (ARGS="--num-images 256 --repeat 2")
 	$(BIN)/python -m benchmarks.bench --pipelines vit_resize_in_read,vit_processor_in_actor --num-images 128 $(ARGS)
+
+bench-feed: $(READY)  ## each notebook's pipeline against a fake H200 on a Ray told 16 CPUs and GPUs, local and 50 ms reads (ARGS="--notebooks 01 --images 4000")
+	$(BIN)/python -m benchmarks.feed $(ARGS)
 
 gpu-wheels: $(READY)  ## wheels of Ray, papermill and what they need, for a GPU machine without network (wheels/)
 	$(BIN)/python -m benchmarks.gpu_check --download-wheels wheels $(ARGS)

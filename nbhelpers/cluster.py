@@ -21,6 +21,8 @@ from nbhelpers.connect import choose_token_authentication, join_cluster
 from nbhelpers.progress import quiet_ray_output
 
 ACTOR_START_TIMEOUT_S = 600  # on a cluster: how long the actors may take to start and load
+GPU_ACTOR_CPUS = 0.25  # what a GPU actor reserves: it only copies batches and waits on its GPU
+GPU_CHECK_TIMEOUT_S = 120  # how long the check that torch can use the GPUs may wait for one
 
 
 class GPUUnavailableError(RuntimeError):
@@ -35,18 +37,22 @@ class ClusterResources:
     gpus: float
     nodes: int = 1
     node_cpus: tuple[float, ...] = ()  # of each alive node that has any; () if not known
+    gpu_problem: str | None = None  # why torch cannot use the GPUs Ray counts; None: it can
 
     @classmethod
     def from_ray(cls) -> ClusterResources:
-        """Read the resources of the running Ray cluster."""
+        """Read the resources of the running Ray cluster; where it counts GPUs, check in a
+        one-GPU task that torch can use them (:func:`torch_can_use_the_gpus`)."""
         total = ray.cluster_resources()
         alive = [node for node in ray.nodes() if node.get("Alive")]
         node_cpus = [node.get("Resources", {}).get("CPU", 0.0) for node in alive]
+        gpus = total.get("GPU", 0.0)
         return cls(
             cpus=total.get("CPU", 0.0),
-            gpus=total.get("GPU", 0.0),
+            gpus=gpus,
             nodes=len(alive),
             node_cpus=tuple(sorted(cpus for cpus in node_cpus if cpus > 0)),
+            gpu_problem=torch_can_use_the_gpus() if gpus >= 1 else None,
         )
 
     def describe(self) -> str:
@@ -54,7 +60,35 @@ class ClusterResources:
         where = f"{self.nodes} node(s)"
         if len(self.node_cpus) > 1:
             where += f" with {', '.join(f'{cpus:g}' for cpus in self.node_cpus)} CPUs"
-        return f"Ray cluster: {self.cpus:g} CPUs, {self.gpus:g} GPUs on {where}."
+        text = f"Ray cluster: {self.cpus:g} CPUs, {self.gpus:g} GPUs on {where}."
+        return text + (f" {self.gpu_problem}" if self.gpu_problem else "")
+
+
+def _cuda_in_this_worker() -> tuple[bool, str]:
+    """Whether torch can use CUDA in this process, and its build (``torch.__version__``)."""
+    return torch.cuda.is_available(), f"torch {torch.__version__} (CUDA {torch.version.cuda})"
+
+
+def torch_can_use_the_gpus() -> str | None:
+    """``None`` when torch, in a Ray task that holds one GPU, can use it; else what is wrong.
+
+    Ray counts GPUs from the driver (NVML), whether or not the torch installed can use
+    them: a CPU-only build of torch, or one built for a newer CUDA than the driver, sees no
+    GPU, and a pool planned on GPUs would crash at ``.to("cuda")``.
+    """
+    probe = ray.remote(num_gpus=1, num_cpus=0)(_cuda_in_this_worker).remote()
+    try:
+        usable, build = ray.get(probe, timeout=GPU_CHECK_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(probe, force=True)
+        return None  # every GPU is busy: nothing to tell, the actors will wait for theirs
+    if usable:
+        return None
+    return (
+        f"Ray counts GPUs, but {build} in a Ray worker cannot use them: install a CUDA build "
+        "of torch that the GPU driver supports (https://pytorch.org/get-started/locally/, "
+        "`nvidia-smi` shows the driver's CUDA version); until then the pool runs on CPUs."
+    )
 
 
 @dataclass(frozen=True)
@@ -93,13 +127,28 @@ class ActorPoolPlan:
 
     def numbers(self, batch_size: int) -> pd.DataFrame:
         """The plan number by number, each with the rule that chose it: a table to read."""
+        gpu = self.use_gpu
         rows = [
             ("model actors", self.num_actors, "one per GPU; else about 3/4 of the CPUs"),
-            ("CPUs per actor", self.cpus_per_actor, "reserved by each actor, for torch"),
+            (
+                "CPUs per actor",
+                self.cpus_per_actor,
+                "a GPU actor copies batches and waits"
+                if gpu
+                else "reserved by each actor, for torch",
+            ),
             ("GPUs per actor", self.gpus_per_actor, "1 on a GPU cluster, else 0"),
             ("CPUs left for decoding", self.cpus_left_for_tasks, "never 0: decoding must run"),
-            ("CPUs per decode task", self.cpus_per_task, "under an actor's: no fusion"),
-            ("torch threads per actor", self.torch_threads, "CPU actors use every core"),
+            (
+                "CPUs per decode task",
+                self.cpus_per_task,
+                "one task per CPU left" if gpu else "under an actor's: no fusion",
+            ),
+            (
+                "torch threads per actor",
+                self.torch_threads,
+                "the GPU computes" if gpu else "CPU actors use every core",
+            ),
             ("batch size", batch_size, "rows per model call"),
         ]
         rows = [(number, f"{value:g}", why) for number, value, why in rows]  # 1 and 0.5
@@ -138,7 +187,10 @@ def size_actor_pool(
             f"{resources.gpus:g} GPUs). Run with use_gpu=None (use GPUs when present) or "
             "use_gpu=False to run on CPU, or connect to a cluster with GPUs (RAY_ADDRESS)."
         )
-    gpu = resources.gpus >= 1 if use_gpu is None else bool(use_gpu)
+    if use_gpu and resources.gpu_problem:
+        raise GPUUnavailableError(f"use_gpu=True, but {resources.gpu_problem}")
+    usable_gpus = resources.gpus >= 1 and not resources.gpu_problem
+    gpu = usable_gpus if use_gpu is None else bool(use_gpu)
     cpus = resources.cpus
     if cpus <= 0:
         raise RuntimeError("The Ray cluster reports no CPU; cannot run any task.")
@@ -157,7 +209,7 @@ def size_actor_pool(
             notes.append(
                 f"Asked for {num_actors} actors, the cluster has {most} GPU(s): using {actors}."
             )
-        cpus_per_actor = min(1.0, for_actors / actors)
+        cpus_per_actor = min(GPU_ACTOR_CPUS, for_actors / actors)
         gpus_per_actor = 1.0
     else:
         if num_actors is None:
@@ -182,6 +234,11 @@ def size_actor_pool(
     if nodes > 1:  # what the actors, spread evenly, leave free on each node
         left = smallest - math.ceil(actors / nodes) * cpus_per_actor
         cpus_per_task = min(cpus_per_task, max(left, smallest / 4))
+    if gpu:  # GPU actors leave nearly every CPU: one decode task per CPU left, rounded up
+        left = (smallest if nodes > 1 else cpus) - math.ceil(
+            actors / max(1, nodes)
+        ) * cpus_per_actor
+        cpus_per_task = round(left / math.ceil(left), 4) if left > 0 else cpus_per_task
     if cpus_per_task == cpus_per_actor and gpus_per_actor == 0:
         # Equal resources would let Ray Data fuse decoding into the model actor,
         # leaving the reserved CPU idle; half-CPU tasks keep the stages apart.

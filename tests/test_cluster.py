@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from nbhelpers.cluster import ClusterResources, GPUUnavailableError, size_actor_pool
+from nbhelpers.cluster import (
+    GPU_ACTOR_CPUS,
+    ClusterResources,
+    GPUUnavailableError,
+    size_actor_pool,
+)
 
 
 @pytest.mark.parametrize("cpus", [1, 2, 16])
@@ -95,3 +102,21 @@ def test_small_datasets_are_split_so_that_every_actor_gets_work():
     assert rows_per_block(12, num_actors=1) == 12  # one actor: one full block
     assert rows_per_block(1, num_actors=16) == 1
     assert rows_per_block(10_000, num_actors=4) == 16  # large datasets: full blocks
+
+
+@pytest.mark.parametrize("cpus,gpus", [(2, 1), (16, 1), (16, 8)])
+def test_gpu_actors_leave_nearly_every_cpu_to_the_decode_tasks(cpus, gpus):
+    """A GPU actor only copies batches and waits on its GPU: it reserves a quarter of a CPU,
+    and the decode tasks share what is left, one per CPU left, rounded up."""
+    plan = size_actor_pool(ClusterResources(cpus=cpus, gpus=gpus))
+    assert plan.cpus_per_actor == GPU_ACTOR_CPUS
+    assert plan.cpus_left_for_tasks == cpus - gpus * GPU_ACTOR_CPUS
+    tasks = plan.cpus_left_for_tasks / plan.cpus_per_task
+    assert tasks == pytest.approx(math.ceil(plan.cpus_left_for_tasks), abs=0.01)
+
+
+def test_gpus_that_torch_cannot_use_are_not_planned():
+    resources = ClusterResources(cpus=16, gpus=1, gpu_problem="torch cannot use them")
+    assert not size_actor_pool(resources).use_gpu
+    with pytest.raises(GPUUnavailableError, match="torch cannot use them"):
+        size_actor_pool(resources, use_gpu=True)

@@ -87,12 +87,21 @@ def test_parity_tolerance_says_why_it_is_wider_in_half_precision():
 ON_A_REAL_RAY = """
 import json, sys
 import ray
-from nbhelpers.cluster import ClusterResources, local_device, size_actor_pool
+from nbhelpers import cluster
+from nbhelpers.cluster import ClusterResources, GPUUnavailableError, local_device, size_actor_pool
 from nbhelpers.destination import output_location
 
 found = {}
-# A cluster that advertises a GPU to a process that has none (a CPU-only head node or pod).
+# Ray counts a GPU that torch (a CPU build, here) cannot use: the pool plans CPUs, and says why.
 ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
+resources = ClusterResources.from_ray()
+found["unusable"] = [resources.gpus, size_actor_pool(resources).use_gpu, resources.describe()]
+try:
+    size_actor_pool(resources, use_gpu=True)
+except GPUUnavailableError as error:
+    found["required"] = str(error)
+# A cluster whose GPUs torch can use, seen from a process that has none (a CPU-only head node).
+cluster.torch_can_use_the_gpus = lambda: None  # what the check finds on a real GPU node
 plan = size_actor_pool(ClusterResources.from_ray())
 found["gpu_cluster"] = [plan.use_gpu, plan.device, local_device(plan)]
 found["pinned"] = output_location(sys.argv[1]).ray_remote_args.get("num_cpus")
@@ -118,6 +127,10 @@ def test_devices_and_write_tasks_follow_what_each_node_really_has(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])
+    gpus, uses_gpu, described = found["unusable"]
+    assert gpus == 1 and not uses_gpu
+    assert "cannot use them: install a CUDA build of torch" in described
+    assert "use_gpu=True, but Ray counts GPUs" in found["required"]
     assert found["gpu_cluster"] == [True, "cuda", "cpu"]
     assert (
         found["pinned"] == WRITE_TASK_CPUS and WRITE_TASK_CPUS < 1

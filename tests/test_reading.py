@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
+import pyarrow.fs as pafs
 import pytest
 import quirky_images as quirks
+from PIL import Image
 
+from benchmarks.feed import DelayedFiles
 from nbhelpers.batches import decoded_mask, predict_decoded
 from nbhelpers.preprocess import CenterCrop
 from nbhelpers.reading import NoReadableImagesError, decode_batch, first_decoded, rows_per_block
@@ -137,3 +142,41 @@ def test_predict_decoded_keeps_list_columns_whole():
 )
 def test_rows_per_block(paths, actors, expected):
     assert rows_per_block(paths, actors) == expected
+
+
+class CountingDelayedFiles(DelayedFiles):
+    """The local disk with every read 0.1 s late, counting how many wait at once."""
+
+    def __init__(self):
+        super().__init__(latency=0.1)
+        self.lock, self.waiting, self.most = threading.Lock(), 0, 0
+
+    def open_input_file(self, path):
+        with self.lock:
+            self.waiting += 1
+            self.most = max(self.most, self.waiting)
+        try:
+            return super().open_input_file(path)
+        finally:
+            with self.lock:
+                self.waiting -= 1
+
+
+def test_remote_files_are_fetched_together_and_every_row_kept(tmp_path):
+    """Files behind a file system (S3) are read several at a time, in order, failures kept."""
+    photos = [tmp_path / f"{i}.jpg" for i in range(6)]
+    for i, photo in enumerate(photos):
+        Image.new("RGB", (64, 48), (i * 20, 0, 0)).save(photo)
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    paths = (
+        [str(path) for path in photos[:3]]
+        + [str(tmp_path / "broken.jpg")]
+        + [str(p) for p in photos[3:]]
+    )
+    handler = CountingDelayedFiles()
+    batch = decode_batch(
+        {"path": np.array(paths, dtype=object)}, CenterCrop(), pafs.PyFileSystem(handler)
+    )
+    assert list(batch["path"]) == paths
+    assert [error is None for error in batch["error"]] == [True] * 3 + [False] + [True] * 3
+    assert handler.most > 1, "the reads waited one after the other"
