@@ -1,6 +1,6 @@
 # Batch image inference notebooks: `make run` runs them, `make test` tests them.
 # Every target first makes the environment ready: the project's own .venv (built when
-# missing), or the active conda environment (see "Conda" in the README).
+# missing), or the active conda environment (see docs/setup.md).
 
 KERNEL := batch-inference
 KERNEL_DISPLAY_NAME := Python (batch inference)

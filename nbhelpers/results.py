@@ -106,7 +106,7 @@ class _RequiredSummary(TypedDict):
 class Summary(_RequiredSummary, total=False):
     """``summary.json``: the fields every notebook writes, then those some add.
 
-    The README's "What lands in outputs/" and ``tools/report.py`` read these names.
+    docs/jobs.md ("What lands in outputs/") and ``tools/report.py`` read these names.
     """
 
     batch_size: int

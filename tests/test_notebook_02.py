@@ -156,7 +156,7 @@ def test_the_lesson_is_in_the_notebooks_own_cells():
     assert len(solutions) >= 3
     assert all(cell.metadata["jupyter"]["source_hidden"] for cell in solutions)
     text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
-    assert "What you will learn" in text and "Exercises" in text and "README" in text
+    assert "What you will learn" in text and "Exercises" in text and "docs/" in text
     for api in ["map_batches", "take_batch", "write_parquet", "ActorPoolStrategy", "from_items"]:
         assert re.search(rf"docs\.ray\.io/\S+{api}", text), api
 

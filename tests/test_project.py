@@ -203,3 +203,16 @@ def test_notebook_is_a_lesson_with_the_calls_in_plain_sight(path):
     text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
     assert "What you will learn" in text and "docs.ray.io" in text
     assert notebook.metadata.kernelspec.name == "batch-inference"
+
+
+def test_the_readme_is_short_and_every_page_it_links_exists():
+    """The README is read in minutes; every relative link there and in docs/ points at a file."""
+    readme = ROOT / "README.md"
+    assert len(readme.read_text().splitlines()) < 120
+    pages = [readme, *sorted((ROOT / "docs").glob("*.md"))]
+    linked = set()
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).is_file(), f"{page.name} links to missing {target}"
+            linked.add((page.parent / target).resolve())
+    assert {page.resolve() for page in pages[1:]} <= linked, "a page under docs/ nobody links"

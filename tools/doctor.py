@@ -194,7 +194,7 @@ def check_ray(
     seconds = time.perf_counter() - start
     if process.returncode != 0:
         last = (stderr.strip().splitlines() or ["(no message)"])[-1]
-        fix = "See the README's 'Running on a cluster'." if _joins() else "`ray stop --force`."
+        fix = "See docs/clusters.md." if _joins() else "`ray stop --force`."
         return Check("Ray", FAIL, f"could not start {where}: {last[-300:]}", fix)
     found = json.loads(stdout.strip().splitlines()[-1])
     return Check(
