@@ -244,9 +244,9 @@ class SharedMemorySampler(threading.Thread):
 def given_names(notebook: str) -> dict:
     """What the teaching cells that the benchmark skips would have defined."""
     if notebook == "01":
-        from nbhelpers import resnet
+        from nbhelpers import classifier, resnet
 
-        return {"spec": resnet.classifier_spec(resnet.PRETRAINED_WEIGHTS)}
+        return {"spec": classifier.classifier_spec(resnet.PRETRAINED_WEIGHTS)}
     if notebook == "03":
         from nbhelpers import detection
 

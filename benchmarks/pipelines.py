@@ -160,9 +160,11 @@ def run_notebook_pipeline(
 
 def run_collection(run: dict) -> dict:
     """Notebook 01's pipeline: its own cells, with its spec made without building the model."""
-    from nbhelpers import resnet
+    from nbhelpers import classifier, resnet
 
-    spec = resnet.classifier_spec(resnet.PRETRAINED_WEIGHTS)  # what the single batch's cell makes
+    spec = classifier.classifier_spec(
+        resnet.PRETRAINED_WEIGHTS
+    )  # what the single batch's cell makes
     return run_notebook_pipeline(run, NOTEBOOK, "ResNetPredictor", {"spec": spec})
 
 

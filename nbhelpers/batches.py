@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from nbhelpers.columns import object_array
+from nbhelpers.reading import object_array
 
 NODE_COLUMN = "node_id"  # the Ray node whose model actor predicted the row
 CALL_COLUMN = "model_call"  # which model call predicted the row: rows of one batch share it

@@ -1,4 +1,4 @@
-"""The project's folders on disk: its root, and the local copies of ``s3://`` datasets.
+"""The local copies of ``s3://`` datasets that ``make prefetch`` made.
 
 ``make prefetch`` copies a dataset into ``cache/datasets/<bucket>/<prefix>`` and, once
 every file is there, writes a marker beside it; then ``find_images`` reads the copy.
@@ -10,11 +10,9 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent  # holds notebooks/ and nbhelpers/
+from nbhelpers.project import PROJECT_ROOT
+
 CACHE_ENV = "NBHELPERS_CACHE"
-# The Imagenette validation split and the Pascal VOC cats and dogs, on the Ray docs' buckets.
-IMAGENETTE_VAL_URI = "s3://anonymous@air-example-data-2/imagenette2/val/"
-VOC_ANIMALS_URI = "s3://anonymous@air-example-data/AnimalDetection/JPEGImages/"
 
 
 def dataset_cache_dir() -> Path:

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from torchvision.models import ResNet18_Weights, Weights
 
 from nbhelpers import detection, resnet, vit
-from nbhelpers.cache import IMAGENETTE_VAL_URI, VOC_ANIMALS_URI
+
+# The Imagenette validation split and the Pascal VOC cats and dogs, on the Ray docs' buckets.
+IMAGENETTE_VAL_URI = "s3://anonymous@air-example-data-2/imagenette2/val/"
+VOC_ANIMALS_URI = "s3://anonymous@air-example-data/AnimalDetection/JPEGImages/"
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,11 @@
-"""Column values between the stages: object arrays for Ray batches, and list cells read back
-from Parquet (a detector's boxes, labels and scores), where a failed image holds a null.
+"""List columns read back from Parquet (a detector's boxes, labels and scores), where a failed
+image holds a null: each cell as a plain list, or boxes as a ``(k, 4)`` array.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
-
-def object_array(items) -> np.ndarray:
-    """A 1-D object array holding ``items`` as they are (numpy would try to stack arrays)."""
-    items = list(items)
-    array = np.empty(len(items), dtype=object)
-    array[:] = items
-    return array
 
 
 def as_list(value) -> list:

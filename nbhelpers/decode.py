@@ -1,7 +1,8 @@
-"""Read one file and decode it into an RGB image the way a person sees the photo.
+"""Decode an image file's bytes into an RGB image the way a person sees the photo.
 
 Every failure becomes a :class:`DecodeError` whose message is a short reason
 (``"empty file (0 bytes)"``), so one bad file never stops a job: its row says why.
+Opening the file (local disk or S3) is the read stage's part: :mod:`nbhelpers.reading`.
 """
 
 from __future__ import annotations
@@ -9,21 +10,16 @@ from __future__ import annotations
 import codecs
 import contextlib
 import io
-import os
-import stat
 import warnings
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
-import pyarrow.fs as pafs
 from PIL import ExifTags, Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
-
-from nbhelpers.paths import path_on_disk, printable_path
 
 # A truncated file must be reported, not silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Pillow refuses images above twice this many pixels as decompression bombs: failed
-# rows. Below that, large JPEGs are decoded at a reduced scale (see ``decode_image``).
+# rows. Below that, large JPEGs are decoded at a reduced scale (see :func:`decode`).
 Image.MAX_IMAGE_PIXELS = 100_000_000
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
@@ -47,71 +43,25 @@ def failure_kind(reason: str) -> str:
     return reason[:cut].strip()
 
 
-def read_bytes(path: str, filesystem: pafs.FileSystem | None = None) -> bytes:
-    """The bytes of ``path``, from the local disk or ``filesystem`` (S3); else a DecodeError."""
-    if filesystem is None:
-        with _open_local(path) as file:
-            return file.read()
-    try:
-        with filesystem.open_input_file(path) as file:
-            return file.readall()
-    except OSError as error:
-        raise DecodeError(f"unreadable file: {_short(error)}") from None
+class DecodedImage(NamedTuple):
+    """A decoded image and the size of the original photo as viewed (before any reduction)."""
+
+    image: Image.Image
+    original_size: tuple[int, int]
 
 
-def _open_local(path: str) -> BinaryIO:
-    """Open a local file once known to be a regular file (``open`` blocks on a FIFO ``x.jpg``)."""
-    path = path_on_disk(path)
-    try:
-        mode = os.stat(path).st_mode
-        if stat.S_ISDIR(mode):
-            raise DecodeError("unreadable file: it is a directory")
-        if not stat.S_ISREG(mode):
-            raise DecodeError("unreadable file: not a regular file (a pipe, socket or device)")
-        return open(path, "rb")
-    except FileNotFoundError:
-        if os.path.islink(path):
-            target = printable_path(os.fsdecode(os.readlink(path)))
-            raise DecodeError(
-                f"unreadable file: broken symbolic link (points to {target!r})"
-            ) from None
-        raise DecodeError("unreadable file: no such file (moved or deleted?)") from None
-    except OSError as error:
-        raise DecodeError(f"unreadable file: {error.strerror or error}") from None
-
-
-def decode_image(
-    data: bytes, min_side: int | None = None, *, min_long_side: int | None = None
-) -> Image.Image:
-    """Decode ``data`` into an RGB PIL image; raises :class:`DecodeError` with a short reason.
+def decode(
+    stream: BinaryIO, min_side: int | None = None, *, min_long_side: int | None = None
+) -> DecodedImage:
+    """Decode an image file's bytes into an upright RGB image; else a :class:`DecodeError`.
 
     Large images are decoded (JPEG) or shrunk by the largest whole factor that keeps the
     sides at least ``min_side`` and ``min_long_side`` long: a 12000 x 12000 JPEG costs
-    MBs, not 400. ``image.info["original_size"]`` is the full size as viewed.
+    MBs, not 400. ``original_size`` is the full size as viewed (EXIF orientation applied).
     """
-    if not data:
+    if not stream.read(1):
         raise DecodeError("empty file (0 bytes)")
-    return _decode(io.BytesIO(data), min_side, min_long_side)
-
-
-def load_image(
-    path: str,
-    filesystem: pafs.FileSystem | None = None,
-    min_side: int | None = None,
-    *,
-    min_long_side: int | None = None,
-) -> Image.Image:
-    """Read and decode one image file (see :func:`decode_image`), streaming local files."""
-    if filesystem is not None:
-        return decode_image(read_bytes(path, filesystem), min_side, min_long_side=min_long_side)
-    with _open_local(path) as file:
-        if os.fstat(file.fileno()).st_size == 0:
-            raise DecodeError("empty file (0 bytes)")
-        return _decode(file, min_side, min_long_side)
-
-
-def _decode(stream: BinaryIO, min_side: int | None, min_long_side: int | None) -> Image.Image:
-    """Open, decode at the smallest useful scale, turn upright and convert to RGB."""
+    stream.seek(0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -139,16 +89,17 @@ def _decode(stream: BinaryIO, min_side: int | None, min_long_side: int | None) -
     except UnidentifiedImageError:
         raise DecodeError(_unrecognised_reason(stream)) from None
     except Image.DecompressionBombError as error:
-        raise DecodeError(f"image too large: {_short(error)}") from None
+        raise DecodeError(f"image too large: {short_message(error)}") from None
     except MemoryError:
         raise DecodeError("image too large: not enough memory to decode it") from None
     except OSError as error:
         kind = "truncated image" if "truncated" in str(error) else "corrupt image"
-        raise DecodeError(f"{kind}: {_short(error)}") from None
+        raise DecodeError(f"{kind}: {short_message(error)}") from None
     except Exception as error:  # any decoder surprise is a corrupt file
-        raise DecodeError(f"corrupt image: {type(error).__name__}: {_short(error)}") from None
-    rgb.info["original_size"] = original_size
-    return rgb
+        raise DecodeError(
+            f"corrupt image: {type(error).__name__}: {short_message(error)}"
+        ) from None
+    return DecodedImage(rgb, original_size)
 
 
 def _reduction_factor(size: tuple[int, int], min_side: int | None, min_long: int | None) -> int:
@@ -212,7 +163,7 @@ def _unrecognised_reason(stream: BinaryIO) -> str:
     return "not an image: format not recognised"
 
 
-def _short(error: BaseException) -> str:
+def short_message(error: BaseException) -> str:
     """An exception's message on one line, cut to a readable length."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= 200 else text[:197] + "..."

@@ -77,7 +77,7 @@ def output_location(output_dir: str | os.PathLike) -> OutputLocation:
     uri = os.fspath(output_dir).strip()
     if uri.lower().startswith(("s3://", "s3a://")):
         return _s3_location(uri)
-    if "://" in uri and not uri.startswith(("file://", "local://")):
+    if "://" in uri and not uri.startswith("file://"):
         raise OutputLocationError(
             f"output_dir {uri!r}: only a local folder or s3://bucket/prefix is supported."
         )

@@ -3,7 +3,8 @@ paths, where the folder layout carries them.
 
 ImageNet and Imagenette keep each class in a folder named after its WordNet synset
 (``n01440764`` is "tench"); a class index is the position of its synset in the sorted
-list of 1000 that ships with this package (``imagenet_synsets.json``).
+list of 1000 that ships with this package (``imagenet_synsets.json``), and its name the
+same position in ``imagenet_categories.json`` (torchvision's names for the classes).
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path, PurePosixPath
 
-from torchvision.models import ResNet152_Weights
-
 _SYNSET_PREFIX = re.compile(r"(n\d{8})_")
 
 
 @cache
 def imagenet_categories() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k category names, by class index (torchvision's metadata, no download)."""
-    return tuple(ResNet152_Weights.DEFAULT.meta["categories"])
+    """The 1000 ImageNet-1k category names, by class index (``imagenet_categories.json``)."""
+    path = Path(__file__).with_name("imagenet_categories.json")
+    categories = tuple(json.loads(path.read_text()))
+    if len(categories) != 1000:
+        raise RuntimeError(f"{path} must hold the 1000 ImageNet-1k category names.")
+    return categories
 
 
 @cache
@@ -41,29 +44,13 @@ def synset_index() -> dict[str, int]:
     return {synset: index for index, synset in enumerate(imagenet_synsets())}
 
 
-IMAGENETTE_SYNSETS = {
-    synset: synset_index()[synset]
-    for synset in (
-        "n01440764 n02102040 n02979186 n03000684 n03028079 "
-        "n03394916 n03417042 n03425413 n03445777 n03888257"
-    ).split()
-}
-"""Imagenette's synset folders and their ImageNet-1k class indices: tench, English springer,
-cassette player, chain saw, church, French horn, garbage truck, gas pump, golf ball, parachute."""
-
-
-def label_from_path(path: str, categories: Sequence[str]) -> int | None:
-    """The ImageNet-1k class index that ``path`` names, or ``None``.
+def labels_from_paths(paths: Sequence[str], categories: Sequence[str]) -> list[int | None]:
+    """The ImageNet-1k class index that each path names, or ``None``.
 
     In order: the nearest folder named after a synset (``n01440764/``); a file name that
     starts with one (``n01440764_10026.JPEG``); the image's own folder named after a
     category (``golf_ball/``, any case), never a folder higher up (``/data/library/``).
     """
-    return labels_from_paths([path], categories)[0]
-
-
-def labels_from_paths(paths: Sequence[str], categories: Sequence[str]) -> list[int | None]:
-    """:func:`label_from_path` for every path."""
     by_name: dict[str, int] = {}  # lower case, "_" as space; the first of duplicates wins
     for index, name in enumerate(categories):
         by_name.setdefault(_normal_name(name), index)

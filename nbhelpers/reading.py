@@ -1,22 +1,26 @@
 """The read stage: turn file paths into prepared images, one row per path, never failing a row.
 
-``ray.data.read_images`` stops the whole job at the first bad file; :func:`decode_batch`
-turns each failure into an ``error`` string on that file's row instead.
+Each file is opened safely (local disk or S3), decoded (:mod:`nbhelpers.decode`) and
+preprocessed. ``ray.data.read_images`` stops the whole job at the first bad file;
+:func:`decode_batch` turns each failure into an ``error`` string on that file's row instead.
 """
 
 from __future__ import annotations
 
+import io
 import math
+import os
+import stat
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow.fs as pafs
 
-from nbhelpers.columns import object_array
-from nbhelpers.decode import DecodeError, failure_kind, load_image
-from nbhelpers.paths import printable_path
+from nbhelpers.decode import DecodedImage, DecodeError, decode, failure_kind, short_message
+from nbhelpers.paths import path_on_disk, printable_path
 from nbhelpers.preprocess import Preprocess
 from nbhelpers.sources import ImageSource
 
@@ -40,6 +44,55 @@ class NoReadableImagesError(RuntimeError):
     """Not one of the images tried could be read and decoded."""
 
 
+def read_bytes(path: str, filesystem: pafs.FileSystem | None = None) -> bytes:
+    """The bytes of ``path``, from the local disk or ``filesystem`` (S3); else a DecodeError."""
+    if filesystem is None:
+        with _open_local(path) as file:
+            return file.read()
+    try:
+        with filesystem.open_input_file(path) as file:
+            return file.readall()
+    except OSError as error:
+        raise DecodeError(f"unreadable file: {short_message(error)}") from None
+
+
+def _open_local(path: str) -> BinaryIO:
+    """Open a local file once known to be a regular file (``open`` blocks on a FIFO ``x.jpg``)."""
+    path = path_on_disk(path)
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise DecodeError("unreadable file: it is a directory")
+        if not stat.S_ISREG(mode):
+            raise DecodeError("unreadable file: not a regular file (a pipe, socket or device)")
+        return open(path, "rb")
+    except FileNotFoundError:
+        if os.path.islink(path):
+            target = printable_path(os.fsdecode(os.readlink(path)))
+            raise DecodeError(
+                f"unreadable file: broken symbolic link (points to {target!r})"
+            ) from None
+        raise DecodeError("unreadable file: no such file (moved or deleted?)") from None
+    except OSError as error:
+        raise DecodeError(f"unreadable file: {error.strerror or error}") from None
+
+
+def load_image(
+    path: str,
+    filesystem: pafs.FileSystem | None = None,
+    min_side: int | None = None,
+    *,
+    min_long_side: int | None = None,
+) -> DecodedImage:
+    """Read and decode one image file (see :func:`nbhelpers.decode.decode`), streaming
+    local files; raises :class:`DecodeError` with a short reason."""
+    if filesystem is not None:
+        data = read_bytes(path, filesystem)
+        return decode(io.BytesIO(data), min_side, min_long_side=min_long_side)
+    with _open_local(path) as file:
+        return decode(file, min_side, min_long_side=min_long_side)
+
+
 @dataclass(frozen=True)
 class PreparedImage:
     """One file after reading, decoding and preprocessing (``error`` is None when it worked)."""
@@ -59,13 +112,22 @@ def prepare_image(
     The single batch and the Ray read tasks both call this: both see the same pixels.
     """
     try:
-        image = load_image(path, filesystem, preprocess.min_side, min_long_side=preprocess.max_side)
-        width, height = image.info["original_size"]
+        image, (width, height) = load_image(
+            path, filesystem, preprocess.min_side, min_long_side=preprocess.max_side
+        )
         return PreparedImage(path, preprocess(image), width, height, None)
     except DecodeError as error:
         return PreparedImage(path, preprocess.empty, 0, 0, str(error))
     except Exception as error:  # any surprise becomes a recorded failure
         return PreparedImage(path, preprocess.empty, 0, 0, f"{type(error).__name__}: {error}")
+
+
+def object_array(items) -> np.ndarray:
+    """A 1-D object array holding ``items`` as they are (numpy would try to stack arrays)."""
+    items = list(items)
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
 
 
 def as_batch(prepared: list[PreparedImage], fixed_size: bool) -> dict[str, np.ndarray]:

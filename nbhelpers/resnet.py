@@ -1,4 +1,4 @@
-"""ResNet152 for notebook 01, pretrained or offline, and what a classifier needs around it.
+"""ResNet152 for notebook 01, pretrained or offline (its spec: :mod:`nbhelpers.classifier`).
 
 Offline, seeded random weights give the notebook and every Ray actor the same model.
 """
@@ -6,34 +6,15 @@ Offline, seeded random weights give the notebook and every Ray actor the same mo
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
-from torchvision.models import ResNet152_Weights, Weights, resnet152
+from torchvision.models import ResNet152_Weights, resnet152
 
+from nbhelpers.classifier import ClassifierSpec, classifier_spec
 from nbhelpers.loading import load_pretrained, seeded
-from nbhelpers.preprocess import CenterCrop
 
 PRETRAINED_WEIGHTS = ResNet152_Weights.DEFAULT
 """The ImageNet weights notebook 01 loads with ``pretrained=True``."""
-
-
-@dataclass(frozen=True)
-class ClassifierSpec:
-    """What an image classifier needs around the network itself."""
-
-    categories: tuple[str, ...]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    preprocess: CenterCrop
-
-
-def classifier_spec(weights: Weights) -> ClassifierSpec:
-    """Categories, normalisation and crop from torchvision's weight metadata (no download)."""
-    transforms = weights.transforms()
-    crop = CenterCrop(resize_size=transforms.resize_size[0], crop_size=transforms.crop_size[0])
-    categories = tuple(weights.meta["categories"])
-    return ClassifierSpec(categories, tuple(transforms.mean), tuple(transforms.std), crop)
 
 
 def offline_resnet(builder: Callable[..., torch.nn.Module]) -> torch.nn.Module:

@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from nbhelpers.cache import PROJECT_ROOT
 from nbhelpers.cluster import ActorPoolPlan, ClusterResources
 from nbhelpers.decode import failure_kind
 from nbhelpers.destination import OutputLocation
+from nbhelpers.project import OUTPUT_ROOT
 
 
 class LostRowsError(RuntimeError):
@@ -27,7 +27,7 @@ class LostRowsError(RuntimeError):
 
 def default_output_dir(notebook: str) -> Path:
     """``outputs/<notebook>`` at the project's root, whatever the working directory."""
-    return PROJECT_ROOT / "outputs" / notebook
+    return OUTPUT_ROOT / notebook
 
 
 def describe_failures(predictions: pd.DataFrame, limit: int = 20) -> str:

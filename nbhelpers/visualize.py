@@ -15,14 +15,15 @@ from PIL import Image
 from torchvision.utils import draw_bounding_boxes
 
 from nbhelpers.columns import as_boxes, as_list
-from nbhelpers.decode import DecodeError, load_image
+from nbhelpers.decode import DecodeError
 from nbhelpers.detection import detections_per_class
+from nbhelpers.reading import load_image
 
 
 def _load_small(path: str, filesystem: pafs.FileSystem | None) -> Image.Image | None:
     """Read an image again, small, for display (the model stage never carries the originals)."""
     try:
-        image = load_image(path, filesystem, min_side=384)
+        image = load_image(path, filesystem, min_side=384).image
     except DecodeError:
         return None
     image.thumbnail((384, 384))

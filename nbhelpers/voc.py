@@ -18,7 +18,8 @@ import torch
 from torchvision.datasets import VOCDetection
 
 from nbhelpers.columns import as_boxes, as_list
-from nbhelpers.decode import DecodeError, read_bytes
+from nbhelpers.decode import DecodeError
+from nbhelpers.reading import read_bytes
 
 IMAGES_FOLDER, ANNOTATIONS_FOLDER = "JPEGImages", "Annotations"
 

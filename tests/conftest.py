@@ -18,6 +18,20 @@ from tools import papermill_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_TIMEOUT_S = int(os.environ.get("NOTEBOOK_TIMEOUT_S", "420"))
+# Imagenette's ten synset folders and their ImageNet-1k class indices: tench, English springer,
+# cassette player, chain saw, church, French horn, garbage truck, gas pump, golf ball, parachute.
+IMAGENETTE_SYNSETS = {
+    "n01440764": 0,
+    "n02102040": 217,
+    "n02979186": 482,
+    "n03000684": 491,
+    "n03028079": 497,
+    "n03394916": 566,
+    "n03417042": 569,
+    "n03425413": 571,
+    "n03445777": 574,
+    "n03888257": 701,
+}
 
 
 class NotebookRun:
@@ -163,8 +177,6 @@ def sample_photos() -> list[Path]:
 def imagenette_folder(tmp_path_factory, sample_photos) -> Path:
     """A small labelled folder in Imagenette's layout: ``<synset>/<name>.JPEG``."""
     from PIL import Image
-
-    from nbhelpers.labels import IMAGENETTE_SYNSETS
 
     root = tmp_path_factory.mktemp("imagenette") / "val"
     synsets = list(IMAGENETTE_SYNSETS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -12,15 +13,15 @@ import pytest
 import quirky_images as quirks
 from PIL import Image
 
-from nbhelpers.decode import DecodeError, decode_image, failure_kind, load_image, read_bytes
+from nbhelpers.decode import DecodeError, decode, failure_kind
 from nbhelpers.preprocess import CenterCrop, LimitSize
-from nbhelpers.reading import decode_batch, prepare_image
+from nbhelpers.reading import decode_batch, load_image, prepare_image, read_bytes
 
 RED, BLUE, WHITE = quirks.RED, quirks.BLUE, (255, 255, 255)
 
 
 def pixels(path: Path, **bounds) -> np.ndarray:
-    image = load_image(str(path), **bounds)
+    image = load_image(str(path), **bounds).image
     assert image.mode == "RGB"
     array = np.asarray(image)
     assert array.dtype == np.uint8 and array.shape[2] == 3
@@ -61,8 +62,8 @@ def test_16_bit_png_is_scaled_not_clipped(tmp_path, value, expected):
 def test_exif_orientation_is_applied(tmp_path):
     path = quirks.write_exif_rotated_jpeg(tmp_path / "phone.jpg", orientation=6)
     assert Image.open(path).size == (80, 60)  # as stored
-    image = load_image(str(path))
-    assert image.size == (60, 80) and image.info["original_size"] == (60, 80)
+    image, original_size = load_image(str(path))
+    assert image.size == (60, 80) and original_size == (60, 80)
     array = np.asarray(image)
     # Stored left half red; turned 90 degrees clockwise the red half is on top.
     assert close_to(array[5, 30], RED, tolerance=12) and close_to(array[75, 30], BLUE, 12)
@@ -132,12 +133,12 @@ def test_unreadable_things_named_like_images(tmp_path):
 def test_heic_photo_is_reported_as_unsupported():
     header = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
     with pytest.raises(DecodeError, match="unsupported format: HEIC"):
-        decode_image(header)
+        decode(io.BytesIO(header))
 
 
 def test_empty_bytes():
     with pytest.raises(DecodeError, match=r"empty file \(0 bytes\)"):
-        decode_image(b"")
+        decode(io.BytesIO(b""))
 
 
 def test_failure_kind():
@@ -148,8 +149,8 @@ def test_failure_kind():
 
 def test_large_images_are_decoded_at_reduced_scale_with_the_same_result_size(tmp_path):
     big = quirks.write_halves(tmp_path / "big.png", size=(3000, 2000))
-    image = load_image(str(big), min_side=256)
-    assert image.info["original_size"] == (3000, 2000)
+    image, original_size = load_image(str(big), min_side=256)
+    assert original_size == (3000, 2000)
     assert min(image.size) >= 256 and image.size[0] <= 1000  # a whole factor of 3 or more
     assert prepare_image(str(big), CenterCrop(), None).image.shape == (224, 224, 3)
     # Detection keeps the longest side: a reduced decode must not shrink the result.
@@ -185,8 +186,8 @@ print(item.error, item.width, item.height, item.image.shape[0], (after - before)
 
 def test_huge_jpeg_is_decoded_at_reduced_scale_without_exhausting_memory(tmp_path):
     huge = quirks.write_huge_jpeg(tmp_path / "huge.jpg", side=12000)
-    image = load_image(str(huge), min_side=256)
-    assert image.info["original_size"] == (12000, 12000)
+    image, original_size = load_image(str(huge), min_side=256)
+    assert original_size == (12000, 12000)
     assert 256 <= image.size[0] <= 1500  # at most 1/8 of each side: under 7 MB, not 432 MB
     # Peak memory of the whole read-decode-preprocess step, in a fresh process.
     result = subprocess.run(
@@ -217,9 +218,9 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 def test_decompression_bomb_is_refused_with_a_reason():
     with pytest.raises(DecodeError, match="image too large"):
-        decode_image(_png_header_only(30000, 30000), min_side=256)
+        decode(io.BytesIO(_png_header_only(30000, 30000)), min_side=256)
     with pytest.raises(DecodeError, match="truncated image|corrupt image"):
-        decode_image(_png_header_only(300, 300), min_side=256)
+        decode(io.BytesIO(_png_header_only(300, 300)), min_side=256)
 
 
 @pytest.mark.parametrize("size", [(640, 427), (427, 640), (501, 333), (257, 999), (300, 300)])

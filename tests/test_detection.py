@@ -11,7 +11,7 @@ from PIL import Image
 from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights
 
 from nbhelpers.batches import predicted_columns
-from nbhelpers.columns import as_boxes, object_array
+from nbhelpers.columns import as_boxes
 from nbhelpers.destination import output_location
 from nbhelpers.detection import (
     OFFLINE_SCORE_THRESHOLD,
@@ -25,7 +25,7 @@ from nbhelpers.detection import (
 )
 from nbhelpers.evaluate import box_iou, compare_detections, evaluate_against_voc_annotations
 from nbhelpers.loading import WeightsUnavailableError
-from nbhelpers.reading import decode_batch
+from nbhelpers.reading import decode_batch, object_array
 from nbhelpers.results import read_predictions
 from nbhelpers.visualize import draw_detections
 from nbhelpers.voc import (

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from conftest import IMAGENETTE_SYNSETS
 from torchvision.models import ResNet152_Weights
 
-from nbhelpers.labels import (
-    IMAGENETTE_SYNSETS,
-    imagenet_synsets,
-    label_from_path,
-    labels_from_paths,
-    synset_index,
-)
+from nbhelpers.labels import imagenet_categories, imagenet_synsets, labels_from_paths, synset_index
 
 CATEGORIES = ResNet152_Weights.DEFAULT.meta["categories"]
 
@@ -28,6 +23,14 @@ IMAGENETTE_NAMES = {
     "n03445777": "golf ball",
     "n03888257": "parachute",
 }
+
+
+def label_from_path(path: str, categories) -> int | None:
+    return labels_from_paths([path], categories)[0]
+
+
+def test_the_category_file_is_torchvisions_list():
+    assert imagenet_categories() == tuple(CATEGORIES)
 
 
 def test_imagenette_synsets_name_torchvisions_categories():

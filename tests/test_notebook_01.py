@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from conftest import IMAGENETTE_SYNSETS
 
-from nbhelpers.labels import IMAGENETTE_SYNSETS, labels_from_paths
+from nbhelpers.labels import labels_from_paths
 
 pytestmark = pytest.mark.notebook
 

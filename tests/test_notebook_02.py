@@ -18,14 +18,14 @@ import nbformat
 import numpy as np
 import pytest
 import quirky_images as quirks
-from conftest import ROOT, check_quiet, copy_tree
+from conftest import IMAGENETTE_SYNSETS, ROOT, check_quiet, copy_tree
 from PIL import Image
 from test_notebook_01 import check_contract  # tests/ is on sys.path (rootdir-relative imports)
 from transformers import pipeline
 
 from nbhelpers import vit
 from nbhelpers.decode import failure_kind
-from nbhelpers.labels import IMAGENETTE_SYNSETS, imagenet_categories, labels_from_paths
+from nbhelpers.labels import imagenet_categories, labels_from_paths
 from nbhelpers.loading import WeightsUnavailableError
 from nbhelpers.reading import prepare_image
 

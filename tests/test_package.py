@@ -8,6 +8,7 @@ a short module, and the tools around the notebooks live in ``tools/``.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,9 @@ def test_the_package_docstring_lists_every_module():
 
     listed = {line.split("``")[1] for line in nbhelpers.__doc__.splitlines() if "``" in line}
     assert listed == set(MODULES)
+
+
+def test_the_maintainers_page_lists_every_module():
+    text = (Path(__file__).resolve().parent.parent / "docs" / "maintenance.md").read_text()
+    listed = set(re.findall(r"`(\w+)`", text.split("## Adding a notebook")[0]))
+    assert set(MODULES) - {"__init__"} <= listed

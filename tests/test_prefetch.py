@@ -19,12 +19,11 @@ from conftest import S3Server, jpeg_bytes
 from nbhelpers import catalog
 from nbhelpers.cache import (
     CACHE_ENV,
-    IMAGENETTE_VAL_URI,
-    VOC_ANIMALS_URI,
     local_copy_of,
     local_copy_path,
     marker_path,
 )
+from nbhelpers.catalog import IMAGENETTE_VAL_URI, VOC_ANIMALS_URI
 from nbhelpers.sources import find_images
 from tools import prefetch
 

@@ -8,9 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_into_bucket
+from conftest import IMAGENETTE_SYNSETS, run_into_bucket
 
-from nbhelpers.labels import IMAGENETTE_SYNSETS
 from nbhelpers.preprocess import CenterCrop
 from nbhelpers.reading import prepare_image
 from nbhelpers.sources import DataSourceError, find_images
@@ -93,7 +92,7 @@ def test_a_single_object(private_env):
 
 READ_IN_A_CLEAN_PROCESS = """
 import pickle, sys
-from nbhelpers.decode import read_bytes
+from nbhelpers.reading import read_bytes
 filesystem = pickle.loads(sys.stdin.buffer.read())
 print(len(read_bytes(sys.argv[1], filesystem)))
 """

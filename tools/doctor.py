@@ -25,7 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nbhelpers.cache import PROJECT_ROOT, local_copy_of, marker_path
+from nbhelpers.cache import local_copy_of, marker_path
+from nbhelpers.project import PROJECT_ROOT
 
 try:
     import tomllib

@@ -34,9 +34,8 @@ from pathlib import Path
 
 import nbformat
 
-from nbhelpers.cache import PROJECT_ROOT
+from nbhelpers.project import NOTEBOOK_DIR, PROJECT_ROOT
 
-NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 KERNEL = "python3"
 """Papermill's kernel: ``python3`` resolves to the Python that runs papermill."""
 ERROR_TEXT_LIMIT = 600

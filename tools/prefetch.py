@@ -155,7 +155,7 @@ def prefetch_dataset(
     """Copy the images of an ``s3://`` dataset (and VOC annotations) into the local cache.
 
     Args:
-        uri: the dataset, e.g. :data:`nbhelpers.cache.IMAGENETTE_VAL_URI`.
+        uri: the dataset, e.g. :data:`nbhelpers.catalog.IMAGENETTE_VAL_URI`.
         num_images: copy at most this many images, spread evenly over the sorted
             keys so that every class folder is represented (``None``: all).
         threads: parallel downloads.

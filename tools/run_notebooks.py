@@ -15,7 +15,7 @@ import ast
 import sys
 from pathlib import Path
 
-from nbhelpers.cache import PROJECT_ROOT
+from nbhelpers.project import OUTPUT_ROOT
 from tools.papermill_runner import NOTEBOOK_DIR, execute_notebook
 from tools.report import NotebookReport, read_summary, render_html, write_index
 
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parameters = dict(SMOKE_PARAMETERS) if args.smoke else {}
     parameters |= {name: parameter_value(value) for name, value in args.p}
     kind = "smoke" if args.smoke else "run"
-    output_root = args.output_root or PROJECT_ROOT / "outputs" / kind
+    output_root = args.output_root or OUTPUT_ROOT / kind
     notebooks = notebook_paths(args.only)
     reports = []
     for number, notebook in enumerate(notebooks, start=1):
