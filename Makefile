@@ -47,7 +47,7 @@ JOB_ARGS := $(if $(NB),--only $(NB)) $(foreach kv,$(P),-p $(firstword $(subst =,
 
 .PHONY: setup run smoke test lab lint style clean bench bench-vit bench-feed doctor prefetch lock gpu-wheels gpu-check FORCE
 
-setup: $(READY)  ## the environment: the exact versions of constraints.txt, and the Jupyter kernel
+setup: $(READY)  ## the environment: the exact versions of constraints.txt (a torch already there is kept), and the Jupyter kernel
 
 $(READY): pyproject.toml constraints.txt $(if $(REBUILD),FORCE)
 ifdef ENV_DIR
@@ -60,14 +60,17 @@ else ifdef REBUILD
 	echo "Creating $(VENV) with $$python (Python $$($$python -c '$(PY_CHECK)'))."; \
 	$$python -m venv $(VENV) && $(BIN)/python -m pip install --quiet --upgrade pip
 endif
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	@# A torch (and torchvision) already installed within pyproject.toml's ranges is kept: a GPU
+	@# image's CUDA build matches its driver. constraints.txt sets every other version.
+	$(BIN)/python -m tools.setup_constraints --previous $(READY) $(if $(filter 0,$(KEEP_TORCH)),--no-keep) >$(READY).constraints
+	$(BIN)/python -m pip install --quiet -c $(READY).constraints -e ".[$(EXTRAS)]"
 	@# jupyter-events asks for jsonschema's optional IRI check, rfc3987-syntax, which builds its
 	@# grammar parsers on import: 1.4 s of CPU in every process that imports Ray (each worker
 	@# too), for a check nothing here uses. jsonschema works without it.
 	$(BIN)/python -m pip uninstall --quiet --yes rfc3987-syntax
 	$(BIN)/python -m pip check
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "$(KERNEL_DISPLAY_NAME)" >/dev/null
-	touch $(READY)
+	mv $(READY).constraints $(READY) && touch $(READY)  # which torch: read by the next setup
 
 run: $(READY)  ## every notebook with its default parameters (pretrained weights, real data)
 	$(BIN)/python -m tools.run_notebooks $(JOB_ARGS)
