@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from nbhelpers import catalog
 from nbhelpers.cache import CACHE_ENV, local_copy_path, marker_path
 from tools import doctor
@@ -111,3 +113,36 @@ def test_a_gpu_cluster_at_ray_address_is_reported_with_where_each_part_runs(monk
     )
     monkeypatch.delenv("RAY_ADDRESS")
     assert doctor.check_torch_gpus(cluster_gpus=4).detail.startswith("none: the notebooks run")
+
+
+def test_gpus_that_ray_counts_but_torch_cannot_use_fail_with_what_to_install():
+    """A Ray told of one GPU (as NVML would count a GPU that this CPU build of torch cannot
+    use): the doctor joins it, asks torch in a one-GPU task, and says what to install."""
+    import ray
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this check needs a torch that cannot use CUDA")
+    ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        address = ray.get_runtime_context().gcs_address
+        result = subprocess.run(
+            [sys.executable, "-m", "tools.doctor"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            cwd=ROOT,
+            env={**doctor.os.environ, "RAY_ADDRESS": address},
+        )
+    finally:
+        ray.shutdown()
+    print(result.stdout)
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = {line.split("  ")[0].strip(): line for line in result.stdout.splitlines()}
+    assert re.search(r"\s1 GPUs", rows["Ray"]), rows["Ray"]
+    gpus = rows["GPUs (torch)"]
+    assert (
+        "  FAIL  " in gpus and f"torch {torch.__version__} (CUDA {torch.version.cuda})" in gpus
+    ), gpus
+    assert "Install a CUDA build of torch that the GPU driver supports" in gpus
+    assert "required check(s) failed: GPUs (torch)" in result.stdout

@@ -157,7 +157,15 @@ kwargs = {} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": False}
 ray.init(**kwargs, log_to_driver=False)
 total = ray.cluster_resources()
 nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-print(json.dumps({"cpus": total.get("CPU", 0), "gpus": total.get("GPU", 0), "nodes": nodes}))
+gpus = total.get("GPU", 0)
+problem = None
+if gpus >= 1:  # Ray counts GPUs through NVML: can torch, in a one-GPU task, use them?
+    try:
+        from nbhelpers.cluster import torch_can_use_the_gpus
+        problem = torch_can_use_the_gpus()
+    except ImportError as error:
+        problem = f"cannot check whether torch can use them: {error}"
+print(json.dumps({"cpus": total.get("CPU", 0), "gpus": gpus, "nodes": nodes, "gpu_problem": problem}))
 ray.shutdown()
 """
 
@@ -211,9 +219,23 @@ def _joins() -> bool:
     return bool(os.environ.get("RAY_ADDRESS"))
 
 
-def check_torch_gpus(cluster_gpus: float = 0) -> Check:
+TORCH_CUDA_FIX = (
+    "Install a CUDA build of torch that the GPU driver supports (`nvidia-smi` shows the "
+    "driver's CUDA version; https://pytorch.org/get-started/locally/ gives the pip command), "
+    "then `make setup`, which keeps it."
+)
+
+
+def check_torch_gpus(cluster_gpus: float = 0, gpu_problem: str | None = None) -> Check:
     """The GPUs torch sees in this process, and those of the cluster at ``RAY_ADDRESS``
-    (``cluster_gpus``, from the Ray check). None is fine: every notebook runs on CPU."""
+    (``cluster_gpus``, from the Ray check). None is fine: every notebook runs on CPU.
+
+    ``gpu_problem`` (from the Ray check, which asks torch in a one-GPU Ray task) says why
+    torch cannot use the GPUs that Ray counts: a CPU-only build, or one made for a newer
+    CUDA than the driver's. That fails: the pool would then run on the CPUs.
+    """
+    if gpu_problem:
+        return Check("GPUs (torch)", FAIL, gpu_problem.split(": install")[0], TORCH_CUDA_FIX)
     try:
         import torch
     except ImportError:
@@ -295,11 +317,12 @@ def run_checks(skip_ray: bool = False) -> list[Check]:
     checks = [check_python()]
     checks += [check_package(requirement) for requirement in required_packages()]
     checks.append(check_kernel())
-    cluster_gpus = 0
+    cluster_gpus, gpu_problem = 0, None
     if ray_probe is not None:
         checks.append(check_ray(ray_probe))
         cluster_gpus = checks[-1].found.get("gpus", 0)
-    checks.append(check_torch_gpus(cluster_gpus))
+        gpu_problem = checks[-1].found.get("gpu_problem")
+    checks.append(check_torch_gpus(cluster_gpus, gpu_problem))
     checks += check_cached_models()
     checks += check_cached_datasets()
     checks.append(check_disk())
