@@ -181,3 +181,31 @@ def detections_per_class(predictions: pd.DataFrame) -> pd.Series:
     labels = [label for cell in predictions["labels"] for label in as_list(cell)]
     labels = pd.Series([label for label in labels if label not in PLACEHOLDERS], dtype=object)
     return labels.value_counts().rename("detections").rename_axis("label")
+
+
+class BackboneInHalfPrecision(torch.nn.Module):
+    """A detector's backbone computing in ``dtype`` under autocast, its features back in float32.
+
+    Under ``torch.autocast(bfloat16)`` the whole of Faster R-CNN would round its anchors,
+    proposals and box coordinates to bfloat16's 8 bits of mantissa (±2 px at 512-1024 px,
+    ±4 px beyond). The backbone holds most of the arithmetic and needs no such precision; the
+    region proposals and the box heads then run in float32 on its features.
+    """
+
+    def __init__(self, backbone: torch.nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.backbone, self.dtype = backbone, dtype
+        self.out_channels = backbone.out_channels  # what FasterRCNN's heads read
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.autocast(images.device.type, dtype=self.dtype):
+            features = self.backbone(images)
+        return type(features)((name, value.float()) for name, value in features.items())
+
+
+def with_backbone_in(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``model`` with its backbone in ``dtype`` (see :class:`BackboneInHalfPrecision`); as it
+    was for float32."""
+    if dtype != torch.float32 and not isinstance(model.backbone, BackboneInHalfPrecision):
+        model.backbone = BackboneInHalfPrecision(model.backbone, dtype)
+    return model

@@ -17,11 +17,13 @@ from nbhelpers.detection import (
     OFFLINE_SCORE_THRESHOLD,
     PRETRAINED_SCORE_THRESHOLD,
     ROW_SCHEMA,
+    BackboneInHalfPrecision,
     build_fasterrcnn,
     choose_score_threshold,
     detections_per_class,
     image_rows,
     scale_boxes,
+    with_backbone_in,
 )
 from nbhelpers.evaluate import box_iou, compare_detections, evaluate_against_voc_annotations
 from nbhelpers.loading import WeightsUnavailableError
@@ -387,3 +389,59 @@ def test_draw_detections_draws_boxes_and_leaves_images_without_boxes_alone():
     assert (drawn != 255).any()
     unchanged = draw_detections(image, np.zeros((0, 4)), [], [])
     np.testing.assert_array_equal(unchanged, image)
+
+
+def test_bfloat16_would_move_box_corners_by_pixels():
+    """Why notebook 03 keeps the heads in float32: bfloat16 rounds a box corner at 613.7 px
+    to 612 (8 bits of mantissa: steps of 4 px from 512 to 1024)."""
+    corners = torch.tensor([613.7, 402.2, 1187.4, 799.6])
+    assert corners.bfloat16().tolist() == [612.0, 402.0, 1184.0, 800.0]
+
+
+class RecordsAutocast(torch.nn.Module):
+    """A stand-in backbone: one convolution, noting whether autocast was on while it ran."""
+
+    out_channels = 4
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.seen = torch.nn.Conv2d(3, 4, 3), []
+
+    def forward(self, images):
+        self.seen.append(
+            torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+        )
+        return {"0": self.conv(images)}
+
+
+def test_the_backbone_computes_in_half_precision_and_hands_float32_to_the_heads():
+    backbone = RecordsAutocast()
+    model = torch.nn.Module()
+    model.backbone = backbone
+    wrapped = with_backbone_in(model, torch.bfloat16).backbone
+    assert wrapped.out_channels == 4
+    features = wrapped(torch.rand(1, 3, 16, 16))
+    assert backbone.seen == [torch.bfloat16] and features["0"].dtype == torch.float32
+    assert with_backbone_in(model, torch.bfloat16).backbone is wrapped  # wrapped once
+    plain = torch.nn.Module()
+    plain.backbone = RecordsAutocast()
+    assert with_backbone_in(plain, torch.float32).backbone is plain.backbone
+
+
+def test_anchors_follow_the_features_dtype_so_float32_features_keep_boxes_exact():
+    """Faster R-CNN makes its anchors in the dtype of the features: under autocast everywhere
+    (bfloat16 features) the anchors at 800 px are rounded by pixels; on the float32 features
+    that the wrapped backbone hands over, they are exact, and the boxes decoded from them stay in float32."""
+    from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2
+    from torchvision.models.detection.image_list import ImageList
+
+    generator = fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None).rpn.anchor_generator
+    images = ImageList(torch.zeros(1, 3, 800, 1088), [(800, 1066)])
+    features = [torch.zeros(1, 256, 800 // s, 1088 // s) for s in (4, 8, 16, 32, 64)]
+    exact = generator(images, features)[0]
+    rounded = generator(images, [f.bfloat16() for f in features])[0]
+    assert exact.dtype == torch.float32 and rounded.dtype == torch.bfloat16
+    assert (rounded.float() - exact).abs().max() >= 2  # whole pixels off
+    backbone = RecordsAutocast()
+    handed_over = BackboneInHalfPrecision(backbone, torch.bfloat16)(torch.rand(1, 3, 16, 16))
+    assert all(value.dtype == torch.float32 for value in handed_over.values())
