@@ -107,10 +107,10 @@ def check_resnet(device: str, count: int, batch: int) -> dict:
     import torch
     from torchvision.transforms.v2.functional import normalize
 
-    from benchmarks.pipelines import NOTEBOOK, notebook_definitions
+    from benchmarks.pipelines import notebook_definitions, notebook_entry
     from nbhelpers import cluster, resnet
 
-    classify = notebook_definitions(NOTEBOOK, ["classify"])["classify"]
+    classify = notebook_definitions(notebook_entry("01").path, ["classify"])["classify"]
     model, spec = resnet.build_resnet152(pretrained=False)
     images = np.stack(crops(count, spec.preprocess))
     cpu = classify(model, images[:8], spec)
@@ -147,11 +147,11 @@ def check_vit(device: str, count: int, batch: int) -> dict:
     import numpy as np
 
     from benchmarks.bench import vit_base_folder
-    from benchmarks.pipelines import NOTEBOOK_VIT, notebook_definitions
+    from benchmarks.pipelines import notebook_definitions, notebook_entry
     from nbhelpers import vit
 
     names = ["load_classifier", "classify"]
-    notebook = notebook_definitions(NOTEBOOK_VIT, names)
+    notebook = notebook_definitions(notebook_entry("02").path, names)
     classifier = notebook["load_classifier"](True, str(vit_base_folder()), device)
     to_imagenet = vit.imagenet_index_by_label(classifier)
     images = np.stack(crops(count, vit.read_preprocessing(classifier)))
@@ -174,12 +174,10 @@ def check_detector(device: str, count: int, batch: int) -> dict:
     """Notebook 03's ``detect``: one call per batch against one photo per call, and speed."""
     import torch
 
-    from benchmarks.pipelines import notebook_definitions
+    from benchmarks.pipelines import notebook_definitions, notebook_entry
     from nbhelpers import cluster, detection, evaluate
 
-    notebook = notebook_definitions(
-        ROOT / "notebooks" / "03_fasterrcnn_detection.ipynb", ["detect"]
-    )
+    notebook = notebook_definitions(notebook_entry("03").path, ["detect"])
     model, spec = detection.build_fasterrcnn(pretrained=False)
     model = model.to(device)
     photos = crops(count, spec.preprocess)[:batch]

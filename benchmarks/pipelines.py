@@ -36,8 +36,17 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK = ROOT / "notebooks" / "01_resnet_classification.ipynb"
-NOTEBOOK_VIT = ROOT / "notebooks" / "02_vit_classification.ipynb"
+
+
+def notebook_entry(only: str):
+    """The catalog's entry (:mod:`nbhelpers.catalog`) of the notebook whose name holds ``only``.
+
+    Imported here, not at the top: the catalog imports torch, whose import a pipeline's
+    own first cell is timed with.
+    """
+    from nbhelpers import catalog
+
+    return catalog.entry(only)
 
 
 def notebook_definitions(notebook: Path, names: list[str]) -> dict:
@@ -165,7 +174,8 @@ def run_collection(run: dict) -> dict:
     spec = classifier.classifier_spec(
         resnet.PRETRAINED_WEIGHTS
     )  # what the single batch's cell makes
-    return run_notebook_pipeline(run, NOTEBOOK, "ResNetPredictor", {"spec": spec})
+    entry = notebook_entry("01")
+    return run_notebook_pipeline(run, entry.path, entry.predictor, {"spec": spec})
 
 
 def run_vit(run: dict) -> dict:
@@ -180,7 +190,8 @@ def run_vit(run: dict) -> dict:
 
     adjust = keep_whole if run["pipeline"] == "vit_processor_in_actor" else lambda ns: None
     given = {"model_id": run["vit_model"], "pretrained": True}  # a local folder: no download
-    return run_notebook_pipeline(run, NOTEBOOK_VIT, "ViTPredictor", given, adjust)
+    entry = notebook_entry("02")
+    return run_notebook_pipeline(run, entry.path, entry.predictor, given, adjust)
 
 
 def run_tutorial(run: dict) -> dict:
@@ -239,7 +250,7 @@ def run_dataloader(run: dict) -> dict:
     about 20 % slower on this CPU than the channels-last batches that ``classify`` makes
     from uint8 crops: a difference of memory layout, not of loading.
     """
-    notebook = notebook_definitions(NOTEBOOK, ["classify"])
+    notebook = notebook_definitions(notebook_entry("01").path, ["classify"])
     import torch
     from torch.utils.data import DataLoader, Dataset
 
@@ -278,7 +289,7 @@ def run_dataloader(run: dict) -> dict:
 
 def run_model_only(run: dict) -> dict:
     """Notebook 01's ``classify`` on batches prepared in memory; preparing them is not timed."""
-    notebook = notebook_definitions(NOTEBOOK, ["classify"])
+    notebook = notebook_definitions(notebook_entry("01").path, ["classify"])
     import numpy as np
     import torch
 

@@ -1,17 +1,21 @@
 """What the notebooks use, in one list: for each notebook, the module that builds its model,
 the pretrained weights and hub models it loads, its default dataset, and its model call.
 
-``make prefetch`` downloads what this lists, ``make doctor`` checks that it is cached, and
-the tests check each notebook against its entry. A new notebook adds one entry here.
+This is the one list of the notebooks: ``make run`` / ``make smoke`` run these,
+``make prefetch`` downloads what they load, ``make doctor`` checks that it is cached, the
+benchmarks and the GPU check find their notebooks here, and the tests check each notebook
+against its entry. A new notebook adds one entry here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from torchvision.models import ResNet18_Weights, Weights
 
 from nbhelpers import detection, resnet, vit
+from nbhelpers.project import NOTEBOOK_DIR
 
 # The Imagenette validation split and the Pascal VOC cats and dogs, on the Ray docs' buckets.
 IMAGENETTE_VAL_URI = "s3://anonymous@air-example-data-2/imagenette2/val/"
@@ -32,8 +36,15 @@ class NotebookEntry:
     """Its default ``data_uri``."""
     weights: tuple[Weights, ...] = ()
     """The torchvision weights it loads with ``pretrained=True`` (its exercises included)."""
+    predictor: str = ""
+    """The notebook's actor class, the one ``map_batches`` runs (the benchmarks time it)."""
     hub_models: tuple[str, ...] = ()
     """The Hugging Face hub ids it loads with ``pretrained=True``."""
+
+    @property
+    def path(self) -> Path:
+        """The notebook's file."""
+        return NOTEBOOK_DIR / f"{self.notebook}.ipynb"
 
 
 NOTEBOOKS = (
@@ -43,6 +54,7 @@ NOTEBOOKS = (
         model_call="torch.inference_mode()",
         dataset=IMAGENETTE_VAL_URI,
         weights=(resnet.PRETRAINED_WEIGHTS, ResNet18_Weights.DEFAULT),
+        predictor="ResNetPredictor",
     ),
     NotebookEntry(
         "02_vit_classification",
@@ -50,6 +62,7 @@ NOTEBOOKS = (
         model_call='pipeline("image-classification"',
         dataset=IMAGENETTE_VAL_URI,
         hub_models=(vit.VIT_MODEL_ID,),
+        predictor="ViTPredictor",
     ),
     NotebookEntry(
         "03_fasterrcnn_detection",
@@ -57,8 +70,23 @@ NOTEBOOKS = (
         model_call="torch.inference_mode()",
         dataset=VOC_ANIMALS_URI,
         weights=(detection.PRETRAINED_WEIGHTS,),
+        predictor="FasterRCNNPredictor",
     ),
 )
+
+
+def entries(only: str | None = None) -> list[NotebookEntry]:
+    """The notebooks, or those whose name contains ``only`` (``"01"``, ``"vit"``)."""
+    return [entry for entry in NOTEBOOKS if not only or only in entry.notebook]
+
+
+def entry(only: str) -> NotebookEntry:
+    """The one notebook whose name contains ``only``; a LookupError if not exactly one."""
+    found = entries(only)
+    if len(found) != 1:
+        names = [e.notebook for e in found] or [e.notebook for e in NOTEBOOKS]
+        raise LookupError(f"{len(found)} notebooks match {only!r} in the catalog: {names}")
+    return found[0]
 
 
 def torchvision_weights() -> list[Weights]:

@@ -23,9 +23,11 @@ from pathlib import Path
 import pytest
 from jupyter_rest import rest_call
 
+from nbhelpers import catalog
+
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = "batch-inference"
-NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9]*.ipynb"))
+NOTEBOOKS = [entry.path.name for entry in catalog.NOTEBOOKS]
 
 
 def _free_port() -> int:
@@ -92,7 +94,7 @@ def test_lab_opens_at_the_project_root_with_notebooks_and_outputs(lab):
     assert {"notebooks", "outputs"} <= folders, sorted(folders)
     _, listing = lab.request("/api/contents/notebooks")
     names = {item["name"] for item in listing["content"] if item["type"] == "notebook"}
-    assert len(NOTEBOOKS) == 3 and set(NOTEBOOKS) <= names
+    assert NOTEBOOKS and set(NOTEBOOKS) <= names
     _, notebook = lab.request(f"/api/contents/notebooks/{NOTEBOOKS[0]}")
     assert notebook["content"]["cells"], "the notebook opened empty"
 

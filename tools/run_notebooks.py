@@ -15,8 +15,9 @@ import ast
 import sys
 from pathlib import Path
 
+from nbhelpers import catalog
 from nbhelpers.project import OUTPUT_ROOT
-from tools.papermill_runner import NOTEBOOK_DIR, execute_notebook
+from tools.papermill_runner import execute_notebook
 from tools.report import NotebookReport, read_summary, render_html, write_index
 
 SMOKE_PARAMETERS = {"pretrained": False, "data_uri": "sample", "num_images": 8}
@@ -24,12 +25,11 @@ SMOKE_PARAMETERS = {"pretrained": False, "data_uri": "sample", "num_images": 8}
 
 
 def notebook_paths(only: str | None = None) -> list[Path]:
-    """The project's notebooks, or those whose name contains ``only`` (``"01"``, ``"vit"``)."""
-    paths = sorted(NOTEBOOK_DIR.glob("[0-9]*.ipynb"))
-    if only:
-        paths = [path for path in paths if only in path.stem]
-        if not paths:
-            raise SystemExit(f"No notebook matches {only!r} in {NOTEBOOK_DIR}.")
+    """The catalog's notebooks, or those whose name contains ``only`` (``"01"``, ``"vit"``)."""
+    paths = [entry.path for entry in catalog.entries(only)]
+    if not paths:
+        names = ", ".join(entry.notebook for entry in catalog.NOTEBOOKS)
+        raise SystemExit(f"No notebook of the catalog matches {only!r}: {names}.")
     return paths
 
 
