@@ -107,6 +107,14 @@ def stamped(predictor: type) -> type:
 PIPELINE_TAG = "pipeline"
 """The tag of the notebooks' cells that :func:`run_notebook_pipeline` executes."""
 
+PIPELINE_NAMES = {
+    "source": "the images found (sources.ImageSource): its paths are read back",
+    "plan": "the actor pool's plan (cluster.ActorPoolPlan): the benchmark prints it",
+    "output": "where the predictions went (destination.OutputLocation)",
+}
+"""What a notebook's ``pipeline`` cells must define, and why the benchmarks read each name:
+renaming one in a notebook fails :func:`run_notebook_pipeline` with its name."""
+
 
 def pipeline_cells(notebook: Path) -> list[str]:
     """The source of ``notebook``'s code cells tagged :data:`PIPELINE_TAG`, in order."""
@@ -161,6 +169,9 @@ def run_notebook_pipeline(
         if actor in namespace and not getattr(namespace[actor], "stamped", False):
             namespace[actor] = stamped(namespace[actor])
         adjust(namespace)
+    missing = {name: why for name, why in PIPELINE_NAMES.items() if name not in namespace}
+    if missing:
+        raise LookupError(f"{notebook.name}'s pipeline cells define no {missing}.")
     from nbhelpers import results
 
     table = results.read_predictions(namespace["output"], namespace["source"].paths)
