@@ -45,7 +45,7 @@ NB ?=
 P ?=
 JOB_ARGS := $(if $(NB),--only $(NB)) $(foreach kv,$(P),-p $(firstword $(subst =, ,$(kv))) $(patsubst $(firstword $(subst =, ,$(kv)))=%,%,$(kv)))
 
-.PHONY: setup run smoke test lab lint style clean bench bench-vit bench-feed doctor prefetch lock gpu-wheels gpu-check FORCE
+.PHONY: setup run smoke test test-kernel wheel lab lint style clean bench bench-vit bench-feed doctor prefetch lock gpu-wheels gpu-check FORCE
 
 setup: $(READY)  ## the environment: the exact versions of constraints.txt (a torch already there is kept), and the Jupyter kernel
 
@@ -80,6 +80,9 @@ smoke: $(READY)  ## every notebook offline: random weights, the sample photos, a
 
 test: $(READY)  ## unit tests and every notebook executed offline
 	$(BIN)/python -m pytest
+
+test-kernel: $(READY)  ## notebook 01 in a new kernel without the project: its first cell installs the wheel (~2 min)
+	$(BIN)/python -m pytest -m fresh_kernel tests/test_fresh_kernel.py
 
 CHROMIUM ?= /usr/bin/chromium
 .PHONY: test-browser
@@ -116,6 +119,9 @@ gpu-wheels: $(READY)  ## wheels of Ray, papermill and what they need, for a GPU 
 GPU_PYTHON ?= python3
 gpu-check:  ## on a GPU machine without network, with its own torch: model checks, the notebooks, make bench (outputs/gpu-check)
 	$(GPU_PYTHON) -m benchmarks.gpu_check $(if $(wildcard wheels),--wheels wheels) $(ARGS)
+
+wheel:  ## the project's wheel in dist/ (nbhelpers with its data files), for a notebook's first cell elsewhere
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist .
 
 LAB_ARGS ?=
 lab: $(READY)  ## JupyterLab at the project's root: notebooks/ and outputs/ (LAB_ARGS="--port 8890 --no-browser")

@@ -140,7 +140,12 @@ def test_offline_hub_without_cache_stops_with_a_clear_message(tmp_path):
 
 
 def code_cells(notebook) -> list:
-    return [cell for cell in notebook.cells if cell.cell_type == "code"]
+    """The lesson's code cells (not the first one, which installs what a new kernel lacks)."""
+    return [
+        cell
+        for cell in notebook.cells
+        if cell.cell_type == "code" and "install" not in cell.metadata.get("tags", [])
+    ]
 
 
 def test_the_lesson_is_in_the_notebooks_own_cells():

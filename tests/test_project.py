@@ -182,7 +182,9 @@ def test_notebook_is_a_lesson_with_the_calls_in_plain_sight(path):
     lines = {cell.source.splitlines()[0]: len(cell.source.splitlines()) for cell in code}
     assert max(lines.values()) <= 25, {first: n for first, n in lines.items() if n > 25}
     assert sum(n <= 15 for n in lines.values()) >= 0.8 * len(lines), lines
-    imports = next(cell for cell in code if "import" in cell.source)
+    install = [cell for cell in code if "install" in cell.metadata.get("tags", [])]
+    assert code[0] in install, f"{path.name}: the first code cell installs what is missing"
+    imports = next(cell for cell in code if "import" in cell.source and cell not in install)
     # A wrong output_dir stops in the set-up, before the single batch and the model work.
     checked = next(
         i for i, cell in enumerate(code) if "destination.output_location(" in cell.source
