@@ -40,16 +40,16 @@ def build_resnet18(pretrained: bool) -> tuple[torch.nn.Module, ClassifierSpec]:
     return model.eval(), classifier_spec(PRETRAINED_WEIGHTS)
 '''
 
-CATALOG_ENTRY = f'''    NotebookEntry(
-        "{NAME}",
-        model_module="{MODULE}",
-        model_call="torch.inference_mode()",
-        dataset=IMAGENETTE_VAL_URI,
-        weights=(ResNet18_Weights.DEFAULT,),
-        predictor="ResNetPredictor",
-    ),
+FIELDS = {
+    "model_module": MODULE,
+    "model_call": "torch.inference_mode()",
+    "predictor": "ResNetPredictor",
+}
+CATALOG_ENTRY = (  # one more NotebookEntry, then the list's closing parenthesis
+    f"    NotebookEntry({NAME!r}, dataset=IMAGENETTE_VAL_URI, weights=(ResNet18_Weights.DEFAULT,), "
+    + ", ".join(f"{field}={value!r}" for field, value in FIELDS.items())
+    + "),\n)\n"
 )
-'''
 
 LESSON_TEST = f'''"""Notebook 04, offline, through make smoke's runner: the contract's counts and its report."""
 
@@ -111,9 +111,9 @@ def build_fourth_lesson(copy) -> list[str]:
 
 def test_a_fourth_lesson_is_four_files(tmp_path):
     copy = tmp_path / "project"
-    for folder in ["nbhelpers", "tools", "benchmarks", "notebooks", "tests"]:
+    for folder in ["nbhelpers", "tools", "benchmarks", "notebooks", "tests", "docs"]:
         shutil.copytree(ROOT / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ["pyproject.toml", "environment.yml", "constraints.txt", "Makefile"]:
+    for name in ["pyproject.toml", "environment.yml", "constraints.txt", "Makefile", "README.md"]:
         shutil.copy(ROOT / name, copy / name)
     written = build_fourth_lesson(copy)
     print("The fourth lesson's files:", *written, sep="\n  ")
