@@ -308,10 +308,11 @@ def start_ray(num_cpus: int | None = None) -> ClusterResources:
         else:
             join_cluster(address, options)
     quiet_ray_output()
-    if address:
-        # An actor pool that cannot be placed fails after this long with a message
-        # about resources, instead of waiting forever.
-        ray.data.DataContext.get_current().wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+    # Ray Data starts the model actors before any task, and waits for them: an actor pool
+    # that cannot be placed fails after this long with a message about resources, instead
+    # of waiting forever; and the actors' start (torch, the model) never queues behind the
+    # start of dozens of read tasks' worker processes.
+    ray.data.DataContext.get_current().wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
     return ClusterResources.from_ray()
 
 

@@ -144,6 +144,11 @@ def test_rows_per_block(paths, actors, expected):
     assert rows_per_block(paths, actors) == expected
 
 
+def test_a_block_is_one_batch_on_large_datasets():
+    assert rows_per_block(10_000, 1, batch_size=64) == 64  # a GPU's batch: a quarter the tasks
+    assert rows_per_block(100, 2, batch_size=64) == 25  # still two blocks per actor
+
+
 class CountingDelayedFiles(DelayedFiles):
     """The local disk with every read 0.1 s late, counting how many wait at once."""
 
