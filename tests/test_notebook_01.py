@@ -67,11 +67,12 @@ def test_sample_photos_offline_through_nbmake(tmp_path, sample_photos):
     check_contract(run, len(sample_photos))
     assert '"output_type": "error"' not in run.executed.read_text()
     assert "Wrote" in run.executed.read_text()  # the executed copy kept its outputs
-    # the exercises ran and answered: batch sizes, ResNet18 in the pool, a starved read stage
+    # the exercises ran and answered: batch sizes, fusion, ResNet18 in the pool, starving
     text = run.executed.read_text()
     assert "Answer: batches of 16 run" in text
     assert "images classified by ResNet18 actors" in text
     assert "Dataset execution made no progress" in text and "never got a CPU" in text
+    assert "Answer: the pool without max_restarts fused" in text  # and only that one
     assert run.summary["num_failed"] == 0
     assert run.summary["accuracy"] is None  # the sample photos carry no labels
     assert run.summary["parity"]["ok"] and run.summary["parity"]["checked"] == 8
