@@ -14,6 +14,7 @@ these modules hold the rest, in the order the data flows:
   per file, failures recorded, the first readable batch
 - ``cluster``: start or join Ray, size the model actor pool, choose each device's precision
 - ``connect``: join an existing cluster, with token authentication and clear errors
+- ``devices``: whether torch can use the GPUs that Ray counts, asked in a one-GPU Ray task
 - ``progress``: live progress bars in notebooks instead of pages of log lines
 - ``loading``: pretrained weights with clear errors, or seeded offline ones
 - ``classifier``: a classifier's categories, normalisation and crop, from torchvision's weights

@@ -18,11 +18,11 @@ import torch
 
 import nbhelpers
 from nbhelpers.connect import choose_token_authentication, join_cluster
+from nbhelpers.devices import torch_can_use_the_gpus
 from nbhelpers.progress import quiet_ray_output
 
 ACTOR_START_TIMEOUT_S = 600  # on a cluster: how long the actors may take to start and load
 GPU_ACTOR_CPUS = 0.25  # what a GPU actor reserves: it only copies batches and waits on its GPU
-GPU_CHECK_TIMEOUT_S = 120  # how long the check that torch can use the GPUs may wait for one
 
 
 class GPUUnavailableError(RuntimeError):
@@ -62,33 +62,6 @@ class ClusterResources:
             where += f" with {', '.join(f'{cpus:g}' for cpus in self.node_cpus)} CPUs"
         text = f"Ray cluster: {self.cpus:g} CPUs, {self.gpus:g} GPUs on {where}."
         return text + (f" {self.gpu_problem}" if self.gpu_problem else "")
-
-
-def _cuda_in_this_worker() -> tuple[bool, str]:
-    """Whether torch can use CUDA in this process, and its build (``torch.__version__``)."""
-    return torch.cuda.is_available(), f"torch {torch.__version__} (CUDA {torch.version.cuda})"
-
-
-def torch_can_use_the_gpus() -> str | None:
-    """``None`` when torch, in a Ray task that holds one GPU, can use it; else what is wrong.
-
-    Ray counts GPUs from the driver (NVML), whether or not the torch installed can use
-    them: a CPU-only build of torch, or one built for a newer CUDA than the driver, sees no
-    GPU, and a pool planned on GPUs would crash at ``.to("cuda")``.
-    """
-    probe = ray.remote(num_gpus=1, num_cpus=0)(_cuda_in_this_worker).remote()
-    try:
-        usable, build = ray.get(probe, timeout=GPU_CHECK_TIMEOUT_S)
-    except ray.exceptions.GetTimeoutError:
-        ray.cancel(probe, force=True)
-        return None  # every GPU is busy: nothing to tell, the actors will wait for theirs
-    if usable:
-        return None
-    return (
-        f"Ray counts GPUs, but {build} in a Ray worker cannot use them: install a CUDA build "
-        "of torch that the GPU driver supports (https://pytorch.org/get-started/locally/, "
-        "`nvidia-smi` shows the driver's CUDA version); until then the pool runs on CPUs."
-    )
 
 
 @dataclass(frozen=True)

@@ -198,6 +198,7 @@ class BackboneInHalfPrecision(torch.nn.Module):
         self.out_channels = backbone.out_channels  # what FasterRCNN's heads read
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The backbone's feature maps for ``images``, computed in ``dtype``, as float32."""
         with torch.autocast(images.device.type, dtype=self.dtype):
             features = self.backbone(images)
         return type(features)((name, value.float()) for name, value in features.items())

@@ -161,7 +161,7 @@ gpus = total.get("GPU", 0)
 problem = None
 if gpus >= 1:  # Ray counts GPUs through NVML: can torch, in a one-GPU task, use them?
     try:
-        from nbhelpers.cluster import torch_can_use_the_gpus
+        from nbhelpers.devices import torch_can_use_the_gpus
         problem = torch_can_use_the_gpus()
     except ImportError as error:
         problem = f"cannot check whether torch can use them: {error}"
