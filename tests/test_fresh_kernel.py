@@ -132,7 +132,11 @@ def test_notebook_01_installs_the_project_in_a_new_kernel_and_runs_offline(tmp_p
     shown = "".join(o.get("text", "") for o in first.outputs)
     print("The first cell printed:\n" + shown)
     installed = subprocess.check_output(
-        [python, "-c", "import nbhelpers, torch; print(nbhelpers.__file__, torch.__version__)"],
+        [
+            python,
+            "-c",
+            "import importlib.metadata as m, nbhelpers; print(nbhelpers.__file__, m.version('torch'))",
+        ],
         text=True,
         cwd=tmp_path,  # not the project's folder, whose nbhelpers/ would be found first
         env=clean,
