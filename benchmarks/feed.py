@@ -316,6 +316,7 @@ def run_case(run: dict) -> dict:
         "ray_data_limit_bytes": ray_data_limit(seen["object_store_bytes"]),
         "rows_per_node": table["node_id"].value_counts().to_dict(),
         "actor_cpu": actor_cpu_share(table),
+        "actor_in_call": actor_in_call_share(table),
         "batch_size": namespace["batch_size"],
         "plan_numbers": namespace["plan"].as_dict(),
     }
@@ -341,6 +342,18 @@ def actor_cpu_share(table) -> float | None:
         calls = rows.groupby("done_at")["actor_cpu_s"].first().sort_index()
         if len(calls) > 1 and calls.index[-1] > calls.index[0]:
             shares.append((calls.iloc[-1] - calls.iloc[0]) / (calls.index[-1] - calls.index[0]))
+    return sum(shares) / len(shares) if shares else None
+
+
+def actor_in_call_share(table) -> float | None:
+    """The share of time the model actors spent inside ``__call__`` (the rest: waiting for a
+    batch), between each one's first and last call."""
+    shares = []
+    for _, rows in table.groupby("actor_pid"):
+        calls = rows.groupby("done_at")["called_at"].first().sort_index()
+        if len(calls) > 1:
+            inside = (calls.index - calls.values).to_numpy().sum()
+            shares.append(inside / (calls.index[-1] - calls.iloc[0]))
     return sum(shares) / len(shares) if shares else None
 
 
@@ -481,6 +494,7 @@ def figures(run: dict, out: dict, ceiling: float) -> dict:
         "of_target": steady / limit if steady else None,
         "busy": steady / (run["rate"] * gpus) if steady else None,
         "actor_cpu": out["actor_cpu"],
+        "actor_in_call": out.get("actor_in_call"),
         "startup_share": (first - start) / (out["end"] - start) if start else None,
         "seconds": out["end"] - start if start else None,
         "object_store_peak_mib": out["object_store_peak_bytes"] / 2**20,
@@ -495,7 +509,7 @@ def print_table(rows: list[dict]) -> None:
     """The results, one line per notebook and case."""
     head = (
         f"{'nb':<3}{'case':<19}{'steady':>8}{'ceiling':>9}{'device':>8}{'of min':>8}"
-        f"{'busy':>6}{'actor CPU':>10}{'start-up':>9}{'store MiB':>10}{'limit MiB':>10}  rows/node"
+        f"{'busy':>6}{'in call':>8}{'actor CPU':>10}{'start-up':>9}{'store MiB':>10}{'limit MiB':>10}  rows/node"
     )
     print(head)
     print("-" * len(head))
