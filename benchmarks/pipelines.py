@@ -53,12 +53,14 @@ def notebook_definitions(notebook: Path, names: list[str]) -> dict:
     """Execute the imports and the named top-level definitions of ``notebook``'s code cells.
 
     The import statements of the cells up to the last definition asked for run first
-    (the exercises' imports do not), then the definitions, in the notebook's order.
-    Returns the namespace they ran in.
+    (the exercises' imports do not), then the definitions, in the notebook's order. The
+    cell tagged ``install`` (IPython's ``%pip``, not Python) is left out. Returns the
+    namespace they ran in.
     """
     cells = json.loads(notebook.read_text())["cells"]
     wanted, kept = set(names), []
-    for cell in (c for c in cells if c["cell_type"] == "code"):
+    code = [c for c in cells if c["cell_type"] == "code"]
+    for cell in (c for c in code if "install" not in c["metadata"].get("tags", [])):
         for node in ast.parse("".join(cell["source"])).body if wanted else []:
             targets = [getattr(t, "id", None) for t in getattr(node, "targets", [])]
             defined = {getattr(node, "name", None), *targets} & set(names)

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from benchmarks import bench, pipelines
+from nbhelpers import catalog
 from nbhelpers.cluster import ClusterResources, size_actor_pool, torch_threads_per_actor
 
 
@@ -36,14 +37,14 @@ def test_two_core_machine_gives_the_single_actor_both_cores():
 # The benchmark's collection: notebook 01's own cells, no copy of them.
 
 
-@pytest.mark.parametrize("notebook", [pipelines.NOTEBOOK, pipelines.NOTEBOOK_VIT])
-def test_the_benchmark_runs_the_notebooks_pipeline_cells_from_imports_to_write(notebook):
-    cells = pipelines.pipeline_cells(notebook)
+@pytest.mark.parametrize("entry", catalog.entries(), ids=lambda entry: entry.notebook)
+def test_the_benchmark_runs_the_notebooks_pipeline_cells_from_imports_to_write(entry):
+    cells = pipelines.pipeline_cells(entry.path)
     code = "\n".join(cells)
     assert "import " in cells[0] and "write_parquet(" in cells[-1]
     for call in (
         "start_ray(",
-        "object_store_memory=",
+        '["object_store_memory"]',  # the object store's size, shown
         "from_items(",
         "map_batches(",
         "ActorPoolStrategy(",
@@ -63,12 +64,12 @@ def test_the_benchmark_writes_no_ray_data_call_of_the_notebooks_again():
 
 def test_the_benchmark_runs_the_notebooks_own_model_call_and_actor():
     names = ["classify", "EMPTY", "ResNetPredictor"]
-    notebook = pipelines.notebook_definitions(pipelines.NOTEBOOK, names)
+    notebook = pipelines.notebook_definitions(catalog.entry("01").path, names)
     assert callable(notebook["classify"]) and isinstance(notebook["ResNetPredictor"], type)
-    assert notebook["ResNetPredictor"].__module__ == pipelines.NOTEBOOK.stem
+    assert notebook["ResNetPredictor"].__module__ == catalog.entry("01").path.stem
     assert "ResNet18_Weights" not in notebook  # the exercises' imports stay out
     with pytest.raises(LookupError, match="no_such_name"):
-        pipelines.notebook_definitions(pipelines.NOTEBOOK, ["no_such_name"])
+        pipelines.notebook_definitions(catalog.entry("01").path, ["no_such_name"])
 
 
 class _Doubler:
