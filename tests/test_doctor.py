@@ -17,14 +17,14 @@ from tools import doctor
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_doctor(env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m tools.doctor`` from the project's root, its output captured."""
+    command = [sys.executable, "-m", "tools.doctor"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=ROOT, env=env)
+
+
 def test_doctor_passes_in_the_projects_environment():
-    result = subprocess.run(
-        [sys.executable, "-m", "tools.doctor"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=ROOT,
-    )
+    result = run_doctor()
     assert result.returncode == 0, result.stdout + result.stderr
     rows = {line.split("  ")[0].strip(): line for line in result.stdout.splitlines()}
     for check in ("Python", "package torch", "package ray", "Jupyter kernel", "Ray", "free disk"):
@@ -126,14 +126,7 @@ def test_gpus_that_ray_counts_but_torch_cannot_use_fail_with_what_to_install():
     ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
         address = ray.get_runtime_context().gcs_address
-        result = subprocess.run(
-            [sys.executable, "-m", "tools.doctor"],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            cwd=ROOT,
-            env={**doctor.os.environ, "RAY_ADDRESS": address},
-        )
+        result = run_doctor(env={**doctor.os.environ, "RAY_ADDRESS": address})
     finally:
         ray.shutdown()
     print(result.stdout)
