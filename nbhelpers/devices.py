@@ -6,6 +6,7 @@ import ray
 import torch
 
 GPU_CHECK_TIMEOUT_S = 120  # how long the check may wait for a free GPU
+_ANSWERS: dict[str, str | None] = {}  # by cluster: a notebook run again asks only once
 
 
 def _cuda_in_this_worker() -> tuple[bool, str]:
@@ -20,6 +21,14 @@ def torch_can_use_the_gpus() -> str | None:
     them: a CPU-only build of torch, or one built for a newer CUDA than the driver, sees no
     GPU, and a pool planned on GPUs would crash at ``.to("cuda")``.
     """
+    cluster = ray.get_runtime_context().gcs_address
+    if cluster not in _ANSWERS:
+        _ANSWERS[cluster] = _ask_a_gpu_task()
+    return _ANSWERS[cluster]
+
+
+def _ask_a_gpu_task() -> str | None:
+    """What :func:`torch_can_use_the_gpus` says, asked of a new one-GPU Ray task."""
     probe = ray.remote(num_gpus=1, num_cpus=0)(_cuda_in_this_worker).remote()
     try:
         usable, build = ray.get(probe, timeout=GPU_CHECK_TIMEOUT_S)
