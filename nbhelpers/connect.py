@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import ray
-from ray._raylet import Config
+from ray._raylet import Config  # private in Ray 2.60: used by _reload_ray_config alone
 
 AUTH_MODE_VARIABLE = "RAY_AUTH_MODE"
 DEFAULT_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
@@ -36,7 +36,19 @@ def choose_token_authentication() -> None:
     """
     if not os.environ.get(AUTH_MODE_VARIABLE):
         os.environ[AUTH_MODE_VARIABLE] = "token"
-        Config.initialize("")  # Ray reads the mode from its config, loaded at import
+        _reload_ray_config()
+
+
+def _reload_ray_config() -> None:
+    """Make this process's Ray read its settings (``RAY_AUTH_MODE``) from the environment again.
+
+    No public call does this. Ray 2.60 reads its settings once, when ``ray`` is imported, so
+    a mode set later (as here, in a notebook that imported ray first) would reach the Ray
+    processes this one starts but not this driver, which then has no token. Ray turns token
+    mode on itself the same way: ``ray/_private/authentication/authentication_token_setup.py``,
+    ``_enable_token_auth``, sets the variable and calls ``ray._raylet.Config.initialize("")``.
+    """
+    Config.initialize("")
 
 
 def join_cluster(address: str, options: dict) -> None:

@@ -81,7 +81,7 @@ def output_location(output_dir: str | os.PathLike) -> OutputLocation:
         raise OutputLocationError(
             f"output_dir {uri!r}: only a local folder or s3://bucket/prefix is supported."
         )
-    if ray.is_initialized() and ray.util.client.ray.is_connected():
+    if through_ray_client():
         raise OutputLocationError(
             f"output_dir {uri!r} is a local folder, but this notebook reaches the cluster "
             "through Ray Client (ray://), so the workers cannot write to this machine. Give "
@@ -99,6 +99,16 @@ def output_location(output_dir: str | os.PathLike) -> OutputLocation:
             "to, or an s3://bucket/prefix URI."
         ) from error
     return OutputLocation(uri, pafs.LocalFileSystem(), str(folder), _pinned_to_this_node())
+
+
+def through_ray_client() -> bool:
+    """Whether this process reaches its cluster through Ray Client (``ray.init("ray://...")``).
+
+    ``ray.util.client.num_connected_contexts`` is a developer API of Ray 2.60, the one its
+    own ``ray.init`` asks (``ray/client_builder.py``): no stable API tells a Ray Client
+    driver from one on a node of the cluster.
+    """
+    return ray.util.client.num_connected_contexts() > 0
 
 
 def _pinned_to_this_node() -> dict:
