@@ -105,24 +105,37 @@ def notebook_error(executed: Path) -> str | None:
     return None
 
 
-def papermill_command(
-    notebook: Path,
-    executed: Path,
-    parameters: Mapping[str, object],
-    cwd: Path,
-    progress_bar: bool = False,
-    show_traceback: bool = True,
-    skip_solutions: bool = False,
-) -> list[str]:
-    """The command line that executes ``notebook`` into ``executed`` with :func:`run_papermill`.
+@dataclass(frozen=True)
+class PapermillJob:
+    """One execution of ``notebook`` into ``executed`` by papermill, with its settings.
 
-    It runs from :data:`PROJECT_ROOT` (where ``tools`` can be imported).
+    :func:`execute_notebook` hands it to a subprocess as a command line
+    (:meth:`command`), whose :func:`main` reads it back and runs it (:func:`run_papermill`).
     """
-    command = [sys.executable, "-m", "tools.papermill_runner", str(notebook), str(executed)]
-    command += ["--cwd", str(cwd), "--parameters", json.dumps(dict(parameters), default=str)]
-    command += ["--progress-bar"] if progress_bar else []
-    command += ["--skip-solutions"] if skip_solutions else []
-    return command + ([] if show_traceback else ["--quiet"])
+
+    notebook: Path
+    executed: Path
+    parameters: Mapping[str, object]
+    cwd: Path
+    """The kernel's working directory."""
+    progress_bar: bool = False
+    """Show papermill's progress bar (on stderr)."""
+    show_traceback: bool = True
+    """On a failing cell, print its traceback (papermill's text) on stderr; without, print
+    nothing: :attr:`NotebookExecution.error` says what failed and the executed copy holds
+    the traceback."""
+    skip_solutions: bool = False
+    """Leave out the exercises' solution cells (see :func:`without_solutions`)."""
+
+    def command(self) -> list[str]:
+        """The command line that runs this job with :func:`run_papermill`, from
+        :data:`PROJECT_ROOT` (where ``tools`` can be imported)."""
+        command = [sys.executable, "-m", "tools.papermill_runner", str(self.notebook)]
+        command += [str(self.executed), "--cwd", str(self.cwd)]
+        command += ["--parameters", json.dumps(dict(self.parameters), default=str)]
+        command += ["--progress-bar"] if self.progress_bar else []
+        command += ["--skip-solutions"] if self.skip_solutions else []
+        return command + ([] if self.show_traceback else ["--quiet"])
 
 
 SOLUTION_TAG = "solution"
@@ -138,16 +151,9 @@ def without_solutions(notebook: Path) -> nbformat.NotebookNode:
     return content
 
 
-def run_papermill(
-    notebook: Path,
-    executed: Path,
-    parameters: Mapping[str, object],
-    cwd: Path,
-    progress_bar: bool = False,
-    show_traceback: bool = True,
-    skip_solutions: bool = False,
-) -> int:
-    """Execute ``notebook`` into ``executed`` with papermill, in this process; 0 when every cell ran.
+def run_papermill(job: PapermillJob) -> int:
+    """Execute ``job.notebook`` into ``job.executed`` with papermill, in this process; 0 when
+    every cell ran.
 
     The kernel is stopped at once at the end (nbclient's ``shutdown_kernel="immediate"``:
     its process group is killed), not gently as papermill's command line does. Gently
@@ -158,28 +164,21 @@ def run_papermill(
     with a C++ stack trace on the terminal (``*** SIGTERM received ...``). The end is
     the same kill, without the dump and 5 s sooner; the executed copy is complete by
     then, and a notebook that shut Ray down has nothing left to stop.
-
-    Args:
-        progress_bar: show papermill's progress bar (on stderr).
-        show_traceback: on a failing cell, print its traceback (papermill's text) on stderr;
-            without, print nothing: :attr:`NotebookExecution.error` says what failed and
-            the executed copy holds the traceback.
-        skip_solutions: leave out the exercises' solution cells (see :func:`without_solutions`).
     """
     import papermill  # here: importing this module for its other functions stays light
 
     try:
         papermill.execute_notebook(
-            without_solutions(notebook) if skip_solutions else str(notebook),
-            str(executed),
-            parameters=dict(parameters),
+            without_solutions(job.notebook) if job.skip_solutions else str(job.notebook),
+            str(job.executed),
+            parameters=dict(job.parameters),
             kernel_name=KERNEL,
-            cwd=str(cwd),
-            progress_bar=progress_bar,
+            cwd=str(job.cwd),
+            progress_bar=job.progress_bar,
             shutdown_kernel="immediate",
         )
     except papermill.PapermillExecutionError as error:
-        if show_traceback:
+        if job.show_traceback:
             print(error, file=sys.stderr)
         return 1
     return 0
@@ -232,9 +231,9 @@ def execute_notebook(
     parameters = {"output_dir": str(output_dir)} | dict(parameters or {})
     # Printed on a terminal: a progress bar, and no traceback (the caller prints `error`).
     printed = not capture_output
-    command = papermill_command(
+    command = PapermillJob(
         notebook, executed, parameters, notebook.parent, printed, not printed, skip_solutions
-    )
+    ).command()
     start = time.perf_counter()
     process = subprocess.Popen(
         command,
@@ -318,13 +317,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     parameters = json.loads(args.parameters)
     return run_papermill(
-        args.notebook,
-        args.executed,
-        parameters,
-        args.cwd,
-        args.progress_bar,
-        not args.quiet,
-        args.skip_solutions,
+        PapermillJob(
+            args.notebook,
+            args.executed,
+            parameters,
+            args.cwd,
+            args.progress_bar,
+            not args.quiet,
+            args.skip_solutions,
+        )
     )
 
 
