@@ -19,7 +19,7 @@ cluster of two real Ray nodes (``ray start``) with 8 CPUs and 1 GPU each, with e
 delayed by ``--latency`` (50 ms) as an S3 GET would be (:class:`DelayedFiles`, a pyarrow file
 system over the local disk: the read stage takes its S3 path). Each case runs in a fresh process.
 
-Per case it prints the steady rate (:func:`benchmarks.bench.steady_images_per_second`), this
+Per case it prints the steady rate (:func:`benchmarks.metrics.steady_images_per_second`), this
 machine's decode ceiling (the notebook's decode and preprocessing alone, on every core, in a
 process pool without Ray), the fake device's rate, the share of time the device was busy, the
 CPU the model actor used, the start-up's share of the run (it must stay under 10 %), the rows
@@ -44,7 +44,8 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from benchmarks.bench import make_images, steady_images_per_second
+from benchmarks.inputs import make_images
+from benchmarks.metrics import steady_images_per_second
 from benchmarks.pipelines import ROOT, run_notebook_pipeline, stamped
 
 RESULTS = ROOT / "benchmarks" / "results"

@@ -92,9 +92,9 @@ def timed(call, repeats: int) -> float:
 
 
 def crops(count: int, preprocess) -> list:
-    """``count`` generated JPEGs (:func:`benchmarks.bench.make_images`), decoded as the
+    """``count`` generated JPEGs (:func:`benchmarks.inputs.make_images`), decoded as the
     notebooks' read stage does, with ``preprocess``."""
-    from benchmarks.bench import make_images
+    from benchmarks.inputs import make_images
     from nbhelpers import reading, sources
 
     paths = sources.find_images(make_images(count), count).paths
@@ -146,7 +146,7 @@ def check_vit(device: str, count: int, batch: int) -> dict:
     """Notebook 02's pipeline on a ViT-Base with random weights: its dtype, parity, speed."""
     import numpy as np
 
-    from benchmarks.bench import vit_base_folder
+    from benchmarks.inputs import vit_base_folder
     from benchmarks.pipelines import notebook_definitions, notebook_entry
     from nbhelpers import vit
 
@@ -229,7 +229,7 @@ def check_models(device: str, count: int, batch: int, names: list[str]) -> dict:
 
 def run_notebooks(out: Path, images: int, timeout: int) -> str:
     """Each notebook offline on ``images`` generated JPEGs; returns its report (Markdown)."""
-    from benchmarks.bench import make_images
+    from benchmarks.inputs import make_images
 
     folder = make_images(images)
     command = [sys.executable, "-m", "tools.run_notebooks", "--smoke", "--output-root", str(out)]

@@ -21,7 +21,7 @@ notebook's code to keep in step.
 
 Every runner returns wall-clock times (``time.time()``, one clock for every process of
 the machine): ``launched``, ``end``, ``batches`` (``[done_at, rows]``) and ``phases``
-(``[name, began, ended]``, see :data:`benchmarks.bench.PHASES`).
+(``[name, began, ended]``, see :data:`benchmarks.metrics.PHASES`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from benchmarks import bench, pipelines
+from benchmarks import metrics, pipelines, sampler
 from nbhelpers import catalog
 from nbhelpers.cluster import ClusterResources, size_actor_pool, torch_threads_per_actor
 
@@ -100,9 +100,9 @@ def test_stamped_predictor_keeps_the_outputs_and_adds_its_times(predictor):
 def test_steady_state_counts_the_images_after_the_first_batch():
     # 4 batches of 10 rows: the first after 10 s of start-up, then one every second.
     batches = [[10.0, 10], [11.0, 10], [12.0, 10], [13.0, 10]]
-    assert bench.steady_images_per_second(batches) == pytest.approx(10.0)
-    assert bench.steady_images_per_second(batches[:1]) is None
-    figures = bench.figures({"launched": 0.0, "end": 14.0, "batches": batches, "phases": []})
+    assert metrics.steady_images_per_second(batches) == pytest.approx(10.0)
+    assert metrics.steady_images_per_second(batches[:1]) is None
+    figures = metrics.figures({"launched": 0.0, "end": 14.0, "batches": batches, "phases": []})
     assert figures["first_batch_seconds"] == 10.0
     assert figures["images_per_second"] == pytest.approx(40 / 14)
     assert figures["startup_seconds"] == pytest.approx(14 - 40 / 10)
@@ -111,11 +111,13 @@ def test_steady_state_counts_the_images_after_the_first_batch():
 def test_crossover_where_start_up_plus_steady_time_is_equal():
     ray = {"startup_seconds": 30.0, "steady_images_per_second": 10.0}
     loader = {"startup_seconds": 5.0, "steady_images_per_second": 5.0}
-    images = bench.crossover(ray, loader)
+    images = metrics.crossover(ray, loader)
     assert images == pytest.approx(250.0)  # 30 + 250 / 10 == 5 + 250 / 5
-    assert bench.predicted_seconds(ray, 250) == pytest.approx(bench.predicted_seconds(loader, 250))
-    assert bench.crossover(loader, ray) is None  # slower once running: never overtakes
-    assert bench.crossover(ray | {"startup_seconds": 1.0}, loader) == 0.0
+    assert metrics.predicted_seconds(ray, 250) == pytest.approx(
+        metrics.predicted_seconds(loader, 250)
+    )
+    assert metrics.crossover(loader, ray) is None  # slower once running: never overtakes
+    assert metrics.crossover(ray | {"startup_seconds": 1.0}, loader) == 0.0
 
 
 def test_the_memory_sampler_counts_cpu_and_memory_per_service_of_real_processes(tmp_path):
@@ -130,7 +132,7 @@ def test_the_memory_sampler_counts_cpu_and_memory_per_service_of_real_processes(
         "ray::MapWorker(MapBatches(ResNetPredictor))": burn,
         "ray::IDLE": "import time; time.sleep(2)",
     }
-    with bench.MemorySampler() as sampler:
+    with sampler.MemorySampler() as memory:
         started = time.time()
         children = [
             subprocess.Popen(["bash", "-c", f'exec -a "{title}" {sys.executable} -c "{code}"'])
@@ -140,12 +142,12 @@ def test_the_memory_sampler_counts_cpu_and_memory_per_service_of_real_processes(
             child.wait(timeout=30)
         ended = time.time()
         time.sleep(0.6)
-    services = sampler.services((started, ended))
+    services = memory.services((started, ended))
     actor, idle = services["model actor"], services["Ray: idle workers"]
     assert 0.8 < actor["cpu_seconds"] <= 2.0 and actor["peak_rss_mib"] > 1
     assert idle["cpu_seconds"] < 0.5
     assert actor["steady_cpu_seconds"] is not None and actor["steady_cpu_seconds"] > 0.5
-    assert sampler.peak_pss > 0 and sampler.peak_rss >= sampler.peak_pss
+    assert memory.peak_pss > 0 and memory.peak_rss >= memory.peak_pss
 
 
 def test_ratios_hold_the_three_targets():
@@ -156,7 +158,7 @@ def test_ratios_hold_the_three_targets():
         "model_only": row | {"steady_images_per_second": 10.0},
         "dataloader, num_workers=1": row | {"peak_rss_bytes": 2e9},
     }
-    ratios = bench.ratios(rows, "dataloader, num_workers=1")
+    ratios = metrics.ratios(rows, "dataloader, num_workers=1")
     assert ratios["first batch, collection / tutorial (target <= 0.7)"] == pytest.approx(0.7)
     assert ratios["steady, collection / model_only (target >= 0.93)"] == pytest.approx(0.95)
     assert ratios["peak RSS, collection / dataloader, num_workers=1 (target <= 1.5)"] == 1.5
