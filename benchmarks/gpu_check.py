@@ -35,8 +35,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "outputs" / "gpu-check"
-GPU_PACKAGES = ("ray[data]", "papermill", "ipykernel", "nbformat", "pycocotools")
-"""What the notebooks need beyond a GPU image's torch, torchvision and transformers."""
+GPU_PACKAGES = {
+    "ray[data]": "ray",
+    "pandas": "pandas",
+    "pyarrow": "pyarrow",
+    "pillow": "PIL",
+    "matplotlib": "matplotlib",
+    "scikit-image": "skimage",
+    "torchmetrics": "torchmetrics",
+    "pycocotools": "pycocotools",
+    "papermill": "papermill",
+    "ipykernel": "ipykernel",
+    "nbformat": "nbformat",
+    "nbconvert": "nbconvert",
+    "psutil": "psutil",
+}
+"""What the check, the notebooks and their report import beyond a GPU image's torch,
+torchvision and transformers: each package with the module it is imported as."""
 
 
 def locked(package: str) -> str:
@@ -61,17 +76,25 @@ def download_wheels(folder: Path, python_version: str) -> None:
     print(f"{len(wheels)} wheels, {size:,.0f} MiB, in {folder} (Python {python_version}).")
 
 
+def importable(module: str) -> bool:
+    """Whether ``module`` can be imported here, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose package is missing
+        return False
+
+
 def install_missing(wheels: Path | None) -> list[str]:
-    """Install the packages of :data:`GPU_PACKAGES` that are missing, from ``wheels`` only."""
-    modules = {"ray[data]": "ray", "pycocotools": "pycocotools"}
-    missing = [
-        p for p in GPU_PACKAGES if importlib.util.find_spec(modules.get(p, p).split("[")[0]) is None
-    ]
+    """Install the packages of :data:`GPU_PACKAGES` that this Python cannot import, from
+    ``wheels`` only (never a package index), before anything imports them; returns them."""
+    missing = [p for p, module in GPU_PACKAGES.items() if not importable(module)]
     if missing and wheels is None:
         raise SystemExit(f"Missing {missing}: bring them as wheels (make gpu-wheels; --wheels).")
     if missing:
+        print(f"Installing {', '.join(missing)} from {wheels} (no package index).", flush=True)
         command = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links"]
         subprocess.run(command + [str(wheels)] + [locked(p) for p in missing], check=True)
+        importlib.invalidate_caches()  # let this process find what was just installed
     return missing
 
 
@@ -292,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    installed = install_missing(args.wheels)  # first: every later step imports them
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -306,9 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         found = check_models(device, args.model_images, args.batch_size, args.models.split(","))
         (args.out / "models.json").write_text(json.dumps(found, indent=2) + "\n")
         sections.append("## 1. The model functions, without Ray\n\n" + models_table(found))
-    if {"notebooks", "bench"} & set(steps):
-        installed = install_missing(args.wheels)
-        sections.append(f"Installed from wheels: {', '.join(installed) or 'nothing (all there)'}.")
+    sections.append(f"Installed from wheels: {', '.join(installed) or 'nothing (all there)'}.")
     if "notebooks" in steps:
         report = run_notebooks(args.out / "notebooks", args.notebook_images, timeout=240)
         sections.append("## 2. The notebooks, offline\n\n" + report.split("\n", 2)[-1].strip())

@@ -1,6 +1,10 @@
-"""Whether torch can use the GPUs that Ray counts, asked where they are: in a one-GPU Ray task."""
+"""What the model actors need of their device: whether torch can use the GPUs Ray counts (asked
+in a one-GPU Ray task), normalisation constants made once on it, and cuDNN's autotuner."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
 
 import ray
 import torch
@@ -42,3 +46,34 @@ def _ask_a_gpu_task() -> str | None:
         "of torch that the GPU driver supports (https://pytorch.org/get-started/locally/, "
         "`nvidia-smi` shows the driver's CUDA version); until then the pool runs on CPUs."
     )
+
+
+def mean_and_std_on(
+    device: str | torch.device, mean: Sequence[float], std: Sequence[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean`` and ``std`` as float32 tensors on ``device``, made once per device and values.
+
+    torchvision's ``normalize`` turns lists into new tensors on the image's device at every
+    call (a blocking copy to a GPU); tensors already there, of the image's dtype, are used as
+    they are.
+    """
+    return _constants(str(torch.device(device)), tuple(mean), tuple(std))
+
+
+@cache
+def _constants(device: str, mean: tuple, std: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tensors of :func:`mean_and_std_on`, kept for the life of the process."""
+    return (
+        torch.tensor(mean, dtype=torch.float32, device=device),
+        torch.tensor(std, dtype=torch.float32, device=device),
+    )
+
+
+def tune_convolutions(device: str) -> None:
+    """On a GPU, let cuDNN time its convolution algorithms once per input shape and keep the
+    fastest (``torch.backends.cudnn.benchmark``): worth it where every batch has one shape.
+
+    A function of its own: an actor class that touches ``torch.backends.cudnn`` itself
+    cannot be sent to Ray's workers (cloudpickle: "cannot pickle 'CudnnModule'").
+    """
+    torch.backends.cudnn.benchmark = torch.device(device).type == "cuda"
