@@ -136,6 +136,9 @@ def test_voc_folder_broken_file_first_one_photo_per_batch_more_actors_than_cpus(
         num_actors=3,
     )
     check_detections(run, 5, parity_checked=4)
+    # Exercise 1 counts what section 6 counted: COCO's classes, the "N/A" placeholders left out.
+    answer = f"Answer: {run.summary['num_detections']} detections at the run's threshold"
+    assert answer in run.executed.read_text()
     failed = run.predictions[run.predictions["error"].notna()]
     assert list(failed["path"].map(lambda p: Path(p).name)) == ["2008_000000.jpg"]
     assert failed["boxes"].isna().all() and (failed["num_detections"] == -1).all()
