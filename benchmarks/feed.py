@@ -46,7 +46,7 @@ import pyarrow.fs as pafs
 
 from benchmarks.inputs import make_images
 from benchmarks.metrics import steady_images_per_second
-from benchmarks.pipelines import ROOT, run_notebook_pipeline, stamped
+from benchmarks.pipelines import ROOT, run_notebook_pipeline, skipped_definitions, stamped
 
 RESULTS = ROOT / "benchmarks" / "results"
 LOGS = ROOT / "outputs" / "benchmarks" / "feed"
@@ -242,20 +242,6 @@ class SharedMemorySampler(threading.Thread):
             time.sleep(0.2)
 
 
-def given_names(notebook: str) -> dict:
-    """What the teaching cells that the benchmark skips would have defined."""
-    if notebook == "01":
-        from nbhelpers import classifier, resnet
-
-        return {"spec": classifier.classifier_spec(resnet.PRETRAINED_WEIGHTS)}
-    if notebook == "03":
-        from nbhelpers import detection
-
-        spec = detection.build_fasterrcnn(False)[1]
-        return {"spec": spec, "score_threshold": spec.score_threshold}
-    return {}
-
-
 def run_case(run: dict) -> dict:
     """One notebook's pipeline cells on one case, in this process; its figures."""
     import ray
@@ -300,7 +286,7 @@ def run_case(run: dict) -> dict:
         "launched": run["launched"],
     }
     notebook = ROOT / "notebooks" / f"{name}.ipynb"
-    given = given_names(run["notebook"]) | (
+    given = skipped_definitions(run["notebook"]) | (
         {"pretrained": False} if run["notebook"] == "02" else {}
     )
     sampler = SharedMemorySampler()
@@ -382,7 +368,7 @@ def preprocess_of(notebook: str):
         with vit.model_loading(vit.model_source(False)):
             classifier = pipeline("image-classification", model=vit.model_source(False))
         return vit.read_preprocessing(classifier)
-    return given_names(notebook)["spec"].preprocess
+    return skipped_definitions(notebook)["spec"].preprocess
 
 
 def decode_ceiling(notebook: str, paths: list[str]) -> float:

@@ -180,15 +180,26 @@ def run_notebook_pipeline(
     return ray_pipeline_timings(run, times, table) | {"plan": namespace["plan"].describe()}
 
 
+def skipped_definitions(notebook: str) -> dict:
+    """What the teaching cells of ``notebook`` (``"01"``) that :func:`run_notebook_pipeline`
+    skips would have defined for its pipeline cells: the model's spec (and notebook 03's
+    score threshold), made without building the model where its weights carry it."""
+    if "01" in notebook:
+        from nbhelpers import classifier, resnet
+
+        return {"spec": classifier.classifier_spec(resnet.PRETRAINED_WEIGHTS)}
+    if "03" in notebook:
+        from nbhelpers import detection
+
+        spec = detection.build_fasterrcnn(False)[1]
+        return {"spec": spec, "score_threshold": spec.score_threshold}
+    return {}
+
+
 def run_collection(run: dict) -> dict:
     """Notebook 01's pipeline: its own cells, with its spec made without building the model."""
-    from nbhelpers import classifier, resnet
-
-    spec = classifier.classifier_spec(
-        resnet.PRETRAINED_WEIGHTS
-    )  # what the single batch's cell makes
     entry = notebook_entry("01")
-    return run_notebook_pipeline(run, entry.path, entry.predictor, {"spec": spec})
+    return run_notebook_pipeline(run, entry.path, entry.predictor, skipped_definitions("01"))
 
 
 def run_vit(run: dict) -> dict:

@@ -17,12 +17,14 @@ these modules hold the rest, in the order the data flows:
 - ``devices``: whether torch can use the GPUs that Ray counts, asked in a one-GPU Ray task
 - ``progress``: live progress bars in notebooks instead of pages of log lines
 - ``loading``: pretrained weights with clear errors, or seeded offline ones
-- ``classifier``: a classifier's categories, normalisation and crop, from torchvision's weights
+- ``classifier``: a classifier's categories, normalisation and crop, from torchvision's weights;
+  the columns of its predictions
 - ``resnet``: ResNet152 for notebook 01, pretrained or offline
 - ``vit``: the Hugging Face ViT pipeline of notebook 02, pretrained or a tiny offline one
-- ``detection``: Faster R-CNN for notebook 03, and one typed row of boxes per image
+- ``detection``: Faster R-CNN for notebook 03, and the columns of its row of boxes per image
 - ``catalog``: the notebooks, in one list: what each loads (weights, hub models, datasets)
-- ``batches``: run a model on the rows that decoded, keep the failed ones
+- ``batches``: run a model on the rows that decoded, keep the failed ones; the columns every
+  model's rows share
 - ``labels``: ImageNet's vocabulary from its data files, and true classes from folder names
 - ``evaluate``: accuracy, confusion matrix, single-batch / scaled-up parity
 - ``voc``: Pascal VOC annotations and mean average precision

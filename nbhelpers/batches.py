@@ -1,5 +1,5 @@
 """Bookkeeping for the model stage: run the model on the rows that decoded, keep the others,
-so that no image is ever lost between the stages."""
+so that no image is ever lost between the stages; and the columns every stage's rows share."""
 
 from __future__ import annotations
 
@@ -12,8 +12,26 @@ import ray
 
 from nbhelpers.reading import object_array
 
+PATH_COLUMN = "path"  # the image's file
+ERROR_COLUMN = "error"  # why the image could not be decoded; null where it was predicted
 NODE_COLUMN = "node_id"  # the Ray node whose model actor predicted the row
 CALL_COLUMN = "model_call"  # which model call predicted the row: rows of one batch share it
+BOOKKEEPING_COLUMNS = (PATH_COLUMN, ERROR_COLUMN, NODE_COLUMN, CALL_COLUMN)
+
+
+def prediction_schema(*model_fields: pa.Field) -> pa.Schema:
+    """The columns of a model stage's rows: ``path``, the model's ``model_fields``, ``error``,
+    and which node and which model call predicted the row (text)."""
+    text = pa.string()
+    return pa.schema(
+        [
+            pa.field(PATH_COLUMN, text),
+            *model_fields,
+            pa.field(ERROR_COLUMN, text),
+            pa.field(NODE_COLUMN, text),
+            pa.field(CALL_COLUMN, text),
+        ]
+    )
 
 
 def decoded_mask(batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -24,51 +42,41 @@ def decoded_mask(batch: dict[str, np.ndarray]) -> np.ndarray:
 def predict_decoded(
     batch: dict[str, np.ndarray],
     predict: Callable[[np.ndarray], dict[str, np.ndarray]],
-    empty: dict[str, object],
+    schema: pa.Schema,
 ) -> pa.Table:
     """Every row of ``batch`` with ``predict``'s columns, or nulls and its error where it failed.
 
-    ``predict`` takes the decoded images and returns one array per output column.
-    ``empty`` holds each column's value for a failed row (``{"label": None, "score":
-    np.nan}``) and so decides its type: it is the output's schema, and ``predict`` may
-    return no column that it lacks. No pixels come out: nothing heavy leaves the stage.
-    The result is an Arrow table whose text columns stay text even in a block where every
-    value is null, so that the Parquet files Ray writes all share one schema.
+    ``predict`` takes the decoded images and returns one array per column of ``schema``
+    (:func:`prediction_schema`) that the model fills; it may return no column that
+    ``schema`` lacks. No pixels come out: nothing heavy leaves the stage. The result is an
+    Arrow table of ``schema``: every block has the same types, even one where every row
+    failed, so that the Parquet files Ray writes all read back together.
     """
-    columns = predicted_columns(batch, predict, empty)
-    return pa.table({column: _typed(values) for column, values in columns.items()})
+    columns = predicted_columns(batch, predict, schema)
+    arrays = [pa.array(columns[field.name], field.type, from_pandas=True) for field in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def predicted_columns(
     batch: dict[str, np.ndarray],
     predict: Callable[[np.ndarray], dict[str, np.ndarray]],
-    empty: dict[str, object],
+    schema: pa.Schema,
 ) -> dict[str, np.ndarray]:
-    """What :func:`predict_decoded` puts in its table, as NumPy columns: ``path``, ``error``,
-    each column of ``empty``, ``node_id`` and ``model_call`` (one id per call, so that a
-    check can tell which rows were batched together). For a stage that builds its own table."""
+    """What :func:`predict_decoded` puts in its table, as NumPy columns, for a stage that
+    builds its own: every column of ``schema``, ``None`` in the model's columns of a failed
+    row (and in those ``predict`` does not return), one id per call in ``model_call`` (so
+    that a check can tell which rows were batched together)."""
     ok = decoded_mask(batch)
     rows = len(ok)
-    out = {"path": batch["path"], "error": np.where(ok, None, batch["error"]).astype(object)}
-    for column, value in empty.items():
-        out[column] = np.full(rows, value, dtype=object if value is None else type(value))
+    out = {name: np.full(rows, None, dtype=object) for name in schema.names}
+    out[PATH_COLUMN] = batch["path"]
+    out[ERROR_COLUMN] = np.where(ok, None, batch["error"]).astype(object)
     if ok.any():
         for column, values in predict(batch["image"][ok]).items():
-            if column not in out:
-                raise KeyError(f"predict returned the column {column!r}, missing from empty")
-            dtype = out[column].dtype  # lists (a detector's boxes) stay whole in object columns
-            out[column][ok] = (
-                object_array(values) if dtype.kind == "O" else np.asarray(values, dtype)
-            )
+            if column not in out or column in BOOKKEEPING_COLUMNS:
+                raise KeyError(f"predict returned the column {column!r}, not in the schema")
+            out[column][ok] = object_array(values)  # lists (a detector's boxes) stay whole
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
     out[NODE_COLUMN] = np.full(rows, node, dtype=object)
     out[CALL_COLUMN] = np.full(rows, uuid.uuid4().hex[:12], dtype=object)
     return out
-
-
-def _typed(values: np.ndarray) -> pa.Array:
-    """An Arrow column; one with no value but nulls is typed as text (an error, a label)."""
-    if values.dtype.kind != "O":
-        return pa.array(values)
-    array = pa.array(values, from_pandas=True)
-    return array.cast(pa.string()) if pa.types.is_null(array.type) else array

@@ -23,6 +23,10 @@ from nbhelpers.progress import quiet_ray_output
 
 ACTOR_START_TIMEOUT_S = 600  # on a cluster: how long the actors may take to start and load
 GPU_ACTOR_CPUS = 0.25  # what a GPU actor reserves: it only copies batches and waits on its GPU
+# Ray Data restarts a crashed actor (out of memory, say) and retries its batch without end; with
+# no restarts, the job stops with the actor's error. Ray 2.60's map_batches names no parameter for
+# it: it rides the deprecated **ray_remote_args, gone in Ray 2.64 (pyproject.toml's cap on Ray).
+STOP_ON_ACTOR_CRASH = {"max_restarts": 0}
 
 
 class GPUUnavailableError(RuntimeError):

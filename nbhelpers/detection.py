@@ -18,6 +18,13 @@ from torchvision.models.detection import (
     fasterrcnn_resnet50_fpn_v2,
 )
 
+from nbhelpers.batches import (
+    CALL_COLUMN,
+    ERROR_COLUMN,
+    NODE_COLUMN,
+    PATH_COLUMN,
+    prediction_schema,
+)
 from nbhelpers.columns import as_list
 from nbhelpers.loading import load_pretrained, seeded
 from nbhelpers.preprocess import LimitSize
@@ -40,22 +47,19 @@ boxes in any batch. That matters for random weights only: their region proposals
 the padding, which takes proposals from a photo as the batch around it changes. Pretrained
 weights give padding no objects, and keep their aspect ratios (800 px, at most 1333)."""
 
-ROW_SCHEMA = pa.schema(
-    [
-        ("path", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("num_detections", pa.int32()),
-        ("boxes", pa.list_(pa.list_(pa.float32()))),
-        ("labels", pa.list_(pa.string())),
-        ("scores", pa.list_(pa.float32())),
-        ("error", pa.string()),
-        ("node_id", pa.string()),
-        ("model_call", pa.string()),
-    ]
+PREDICTION_SCHEMA = prediction_schema(
+    pa.field("width", pa.int32()),  # the original photo's size, in pixels
+    pa.field("height", pa.int32()),
+    pa.field("num_detections", pa.int32()),  # -1 for a photo that could not be decoded
+    pa.field("boxes", pa.list_(pa.list_(pa.float32()))),  # [x1, y1, x2, y2] in its pixels
+    pa.field("labels", pa.list_(pa.string())),  # COCO names, one per box
+    pa.field("scores", pa.list_(pa.float32())),
 )
-"""The columns of a detection row, typed even in a block of only failed images or of images
-without detections, so that all the Parquet files Ray Data writes read back together."""
+"""One row per photo, typed even in a block of only failed photos or of photos without
+detections, so that all the Parquet files Ray Data writes read back together: ``path``, the
+columns above, ``error``, ``node_id`` and ``model_call``. A photo that could not be decoded
+keeps its path and error, with width and height 0, ``num_detections`` -1 and null boxes,
+labels and scores."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,8 @@ def scale_boxes(
 
 
 def image_rows(batch: dict[str, np.ndarray], found: dict[str, Sequence]) -> pa.Table:
-    """One :data:`ROW_SCHEMA` row per image of ``batch``, boxes in the original photo's pixels.
+    """One :data:`PREDICTION_SCHEMA` row per image of ``batch``, boxes in the original photo's
+    pixels.
 
     ``found``: the model's ``boxes``, ``labels`` and ``scores`` per row (null for a failed
     image, which gets ``num_detections`` -1), maybe with ``error``, ``node_id`` and
@@ -154,19 +159,20 @@ def image_rows(batch: dict[str, np.ndarray], found: dict[str, Sequence]) -> pa.T
             continue
         original = (int(batch["width"][i]), int(batch["height"][i]))
         boxes.append(scale_boxes(array_boxes, batch["image"][i].shape[:2], original).tolist())
+    errors = found.get(ERROR_COLUMN, batch["error"])
     columns = {
-        "path": [str(path) for path in batch["path"]],
+        PATH_COLUMN: [str(path) for path in batch["path"]],
         "width": batch["width"],
         "height": batch["height"],
         "num_detections": [-1 if labels is None else len(labels) for labels in found["labels"]],
         "boxes": boxes,
         "labels": list(found["labels"]),
         "scores": list(found["scores"]),
-        "error": [e if isinstance(e, str) else None for e in found.get("error", batch["error"])],
-        "node_id": list(found.get("node_id", [None] * rows)),
-        "model_call": list(found.get("model_call", [None] * rows)),
+        ERROR_COLUMN: [error if isinstance(error, str) else None for error in errors],
+        NODE_COLUMN: list(found.get(NODE_COLUMN, [None] * rows)),
+        CALL_COLUMN: list(found.get(CALL_COLUMN, [None] * rows)),
     }
-    return pa.table(columns, schema=ROW_SCHEMA)
+    return pa.table(columns, schema=PREDICTION_SCHEMA)
 
 
 PLACEHOLDERS = ("__background__", "N/A")

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from nbhelpers.batches import NODE_COLUMN
 from nbhelpers.cluster import ActorPoolPlan, ClusterResources
 from nbhelpers.decode import failure_kind
 from nbhelpers.destination import OutputLocation
@@ -134,7 +135,7 @@ def build_summary(
     if unknown := set(extra) - set(Summary.__annotations__):
         raise TypeError(f"summary.json has no field {sorted(unknown)}; see results.Summary.")
     errors = predictions["error"].dropna()
-    nodes = predictions.get("node_id", pd.Series(dtype=object)).dropna().astype(str)
+    nodes = predictions.get(NODE_COLUMN, pd.Series(dtype=object)).dropna().astype(str)
     return {
         "notebook": notebook,
         "num_images_in": int(len(predictions)),

@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights
 
-from nbhelpers.batches import predicted_columns
+from nbhelpers.batches import CALL_COLUMN, NODE_COLUMN, predicted_columns
 from nbhelpers.columns import as_boxes
 from nbhelpers.destination import output_location
 from nbhelpers.detection import (
     OFFLINE_SCORE_THRESHOLD,
+    PREDICTION_SCHEMA,
     PRETRAINED_SCORE_THRESHOLD,
-    ROW_SCHEMA,
     BackboneInHalfPrecision,
     build_fasterrcnn,
     choose_score_threshold,
@@ -41,7 +41,6 @@ from nbhelpers.voc import (
 )
 
 COCO = tuple(FasterRCNN_ResNet50_FPN_V2_Weights.DEFAULT.meta["categories"])
-EMPTY = {"boxes": None, "labels": None, "scores": None}
 
 
 def voc_xml(objects: list[tuple[str, tuple[int, int, int, int], int]], size=(500, 375)) -> str:
@@ -279,9 +278,11 @@ def test_image_rows_keep_failed_rows_and_give_boxes_in_original_pixels(
 ):
     model, spec = offline_detector
     assert decoded_batch["image"][0].shape[:2] == (224, 320)  # shrunk before batching
-    found = predicted_columns(decoded_batch, lambda images: detect(model, images, spec), EMPTY)
+    found = predicted_columns(
+        decoded_batch, lambda images: detect(model, images, spec), PREDICTION_SCHEMA
+    )
     rows = image_rows(decoded_batch, found)
-    assert rows.schema == ROW_SCHEMA
+    assert rows.schema == PREDICTION_SCHEMA
     out = rows.to_pylist()
     assert [(row["width"], row["height"]) for row in out] == [(1000, 700), (0, 0)]
     assert out[1]["num_detections"] == -1 and out[1]["boxes"] is None
@@ -296,7 +297,7 @@ def test_image_rows_keep_failed_rows_and_give_boxes_in_original_pixels(
         {key: value[:1] for key, value in decoded_batch.items()},
         detect(model, decoded_batch["image"][:1], spec),
     )
-    per_call = ["node_id", "model_call"]  # who predicted it, and in which call
+    per_call = [NODE_COLUMN, CALL_COLUMN]  # who predicted it, and in which call
     assert alone.drop_columns(per_call).to_pylist()[0] == {
         key: value for key, value in out[0].items() if key not in per_call
     }

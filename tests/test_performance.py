@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import ROOT
 
 from benchmarks import metrics, pipelines, sampler
 from nbhelpers import catalog
@@ -63,7 +68,7 @@ def test_the_benchmark_writes_no_ray_data_call_of_the_notebooks_again():
 
 
 def test_the_benchmark_runs_the_notebooks_own_model_call_and_actor():
-    names = ["classify", "EMPTY", "ResNetPredictor"]
+    names = ["classify", "ResNetPredictor"]
     notebook = pipelines.notebook_definitions(catalog.entry("01").path, names)
     assert callable(notebook["classify"]) and isinstance(notebook["ResNetPredictor"], type)
     assert notebook["ResNetPredictor"].__module__ == catalog.entry("01").path.stem
@@ -162,3 +167,36 @@ def test_ratios_hold_the_three_targets():
     assert ratios["first batch, collection / tutorial (target <= 0.7)"] == pytest.approx(0.7)
     assert ratios["steady, collection / model_only (target >= 0.93)"] == pytest.approx(0.95)
     assert ratios["peak RSS, collection / dataloader, num_workers=1 (target <= 1.5)"] == 1.5
+
+
+LOADER = """
+import json, sys, time
+from benchmarks.pipelines import run_notebook_pipeline, skipped_definitions
+from nbhelpers import catalog
+rows = {}
+for entry in catalog.NOTEBOOKS:
+    run = {"launched": time.time(), "folder": "sample", "num_images": 2, "batch_size": 2,
+           "output_dir": f"{sys.argv[1]}/{entry.notebook}"}
+    given = skipped_definitions(entry.notebook)
+    timings = run_notebook_pipeline(run, entry.path, entry.predictor, given)
+    rows[entry.notebook] = sum(n for _, n in timings["batches"])
+print(json.dumps(rows))
+"""
+
+
+@pytest.mark.notebook
+def test_the_benchmarks_loader_runs_every_notebooks_pipeline_cells(tmp_path):
+    """``make bench``'s loader on each notebook's own ``pipeline`` cells, offline, on 2 sample
+    photos (about a minute on 2 cores): a name the loader reads that a notebook renamed, or a
+    cell that no longer runs without the teaching cells, fails here and not in ``make bench``."""
+    result = subprocess.run(
+        [sys.executable, "-c", LOADER, str(tmp_path)],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    assert rows == {entry.notebook: 2 for entry in catalog.NOTEBOOKS}

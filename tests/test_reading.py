@@ -5,18 +5,23 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 import quirky_images as quirks
 from PIL import Image
 
 from benchmarks.feed import DelayedFiles
-from nbhelpers.batches import decoded_mask, predict_decoded
+from nbhelpers.batches import decoded_mask, predict_decoded, prediction_schema
 from nbhelpers.preprocess import CenterCrop
 from nbhelpers.reading import NoReadableImagesError, decode_batch, first_decoded, rows_per_block
 from nbhelpers.sources import find_images
 
-EMPTY = {"label_index": -1, "label": None, "score": np.nan}
+SCHEMA = prediction_schema(
+    pa.field("label_index", pa.int64()),
+    pa.field("label", pa.string()),
+    pa.field("score", pa.float32()),
+)
 
 
 def fake_classify(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -83,15 +88,25 @@ def test_predict_decoded_predicts_good_rows_and_keeps_failed_ones():
         "error": np.array([None, "empty file (0 bytes)", None], dtype=object),
     }
     seen = []
-    table = predict_decoded(batch, lambda ims: seen.append(len(ims)) or fake_classify(ims), EMPTY)
+    table = predict_decoded(batch, lambda ims: seen.append(len(ims)) or fake_classify(ims), SCHEMA)
     out = table.to_pydict()
     assert seen == [2]  # the failed row never reaches the model
     assert out["path"] == ["a", "b", "c"] and "image" not in out
     assert out["label"] == ["dark", None, "bright"]
-    assert out["label_index"] == [0, -1, 1]
-    assert np.isnan(out["score"][1]) and out["score"][2] == pytest.approx(200 / 255)
+    assert out["label_index"] == [0, None, 1]  # a failed row: nulls in the model's columns
+    assert out["score"][1] is None and out["score"][2] == pytest.approx(200 / 255)
     assert out["error"] == [None, "empty file (0 bytes)", None]
-    assert "node_id" in out
+    assert table.schema == SCHEMA and "node_id" in out
+
+
+def test_predict_decoded_refuses_a_column_the_schema_lacks():
+    batch = {
+        "path": np.array(["a"], dtype=object),
+        "image": np.zeros((1, 4, 4, 3), dtype=np.uint8),
+        "error": np.array([None], dtype=object),
+    }
+    with pytest.raises(KeyError, match="'colour'"):
+        predict_decoded(batch, lambda images: {"colour": ["red"]}, SCHEMA)
 
 
 def test_predict_decoded_with_every_row_failed_never_calls_the_model():
@@ -100,7 +115,7 @@ def test_predict_decoded_with_every_row_failed_never_calls_the_model():
         "image": np.zeros((1, 4, 4, 3), dtype=np.uint8),
         "error": np.array(["corrupt image: x"], dtype=object),
     }
-    out = predict_decoded(batch, lambda ims: pytest.fail("model called"), EMPTY).to_pydict()
+    out = predict_decoded(batch, lambda ims: pytest.fail("model called"), SCHEMA).to_pydict()
     assert out["label"] == [None] and out["error"] == ["corrupt image: x"]
 
 
@@ -115,12 +130,13 @@ def test_blocks_with_and_without_failures_read_back_as_one_table(tmp_path):
             "image": np.zeros((len(errors), 4, 4, 3), dtype=np.uint8),
             "error": np.array(errors, dtype=object),
         }
-        return predict_decoded(batch, fake_classify, EMPTY)
+        return predict_decoded(batch, fake_classify, SCHEMA)
 
     pq.write_table(block([None, None]), tmp_path / "0.parquet")  # no failure: error all null
     pq.write_table(block(["empty file (0 bytes)"]), tmp_path / "1.parquet")  # label all null
     frame = pd.read_parquet(tmp_path)
     assert len(frame) == 3 and frame["error"].notna().sum() == 1
+    assert all(pq.read_schema(tmp_path / f"{i}.parquet") == SCHEMA for i in range(2))
 
 
 def test_predict_decoded_keeps_list_columns_whole():
@@ -133,7 +149,8 @@ def test_predict_decoded_keeps_list_columns_whole():
     def detect(images):
         return {"boxes": [[[0, 0, 1, 1]], [[0, 0, 2, 2], [1, 1, 3, 3]]]}
 
-    out = predict_decoded(batch, detect, {"boxes": None}).to_pydict()
+    schema = prediction_schema(pa.field("boxes", pa.list_(pa.list_(pa.float32()))))
+    out = predict_decoded(batch, detect, schema).to_pydict()
     assert out["boxes"][1] == [[0, 0, 2, 2], [1, 1, 3, 3]]
 
 
