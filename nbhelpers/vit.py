@@ -23,12 +23,18 @@ from huggingface_hub.constants import HF_HUB_CACHE
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 from transformers.utils import logging as transformers_logging
 
+from nbhelpers.classifier import PREDICTION_SCHEMA as CLASSIFIER_SCHEMA
 from nbhelpers.labels import imagenet_categories
 from nbhelpers.loading import OFFLINE_SEED, WeightsUnavailableError, network_timeout
 from nbhelpers.preprocess import KeepDecoded, ProcessorResize
 
 VIT_MODEL_ID = "google/vit-base-patch16-224"
 """The pretrained ViT of notebook 02 on the Hugging Face hub (ImageNet-1k classes)."""
+
+PREDICTION_SCHEMA = CLASSIFIER_SCHEMA
+"""The columns of notebook 02's rows: those of every classifier lesson
+(:data:`nbhelpers.classifier.PREDICTION_SCHEMA`), named here because the notebook's own
+``classifier`` is the pipeline."""
 
 OFFLINE_VIT_LAYOUT = {
     "image_size": 224,
