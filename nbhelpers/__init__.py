@@ -16,6 +16,7 @@ these modules hold the rest, in the order the data flows:
 - ``connect``: join an existing cluster, with token authentication and clear errors
 - ``devices``: whether torch can use the GPUs that Ray counts, asked in a one-GPU Ray task
 - ``progress``: live progress bars in notebooks instead of pages of log lines
+- ``interrupts``: a cell interrupted and run again: the interrupted run's actors let go
 - ``loading``: pretrained weights with clear errors, or seeded offline ones
 - ``classifier``: a classifier's categories, normalisation and crop, from torchvision's weights;
   the columns of its predictions

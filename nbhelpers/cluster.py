@@ -19,6 +19,7 @@ import torch
 import nbhelpers
 from nbhelpers.connect import choose_token_authentication, join_cluster
 from nbhelpers.devices import torch_can_use_the_gpus
+from nbhelpers.interrupts import release_interrupted_cells
 from nbhelpers.progress import quiet_ray_output
 
 ACTOR_START_TIMEOUT_S = 600  # on a cluster: how long the actors may take to start and load
@@ -285,6 +286,7 @@ def start_ray(num_cpus: int | None = None) -> ClusterResources:
         else:
             join_cluster(address, options)
     quiet_ray_output()
+    release_interrupted_cells()  # in a notebook: an interrupted cell's actors do not linger
     # Ray Data starts the model actors before any task, and waits for them: an actor pool
     # that cannot be placed fails after this long with a message about resources, instead
     # of waiting forever; and the actors' start (torch, the model) never queues behind the
