@@ -13,7 +13,8 @@ these modules hold the rest, in the order the data flows:
 - ``reading``: the read stage: open, decode and preprocess each file (local or S3), one row
   per file, failures recorded, the first readable batch
 - ``cluster``: start or join Ray, size the model actor pool, choose each device's precision
-- ``connect``: join an existing cluster, with token authentication and clear errors
+- ``connect``: join an existing cluster, with token authentication and clear errors; what every
+  worker gets (environment variables; on a remote cluster, this package)
 - ``devices``: whether torch can use the GPUs that Ray counts, asked in a one-GPU Ray task
 - ``progress``: live progress bars in notebooks instead of pages of log lines
 - ``interrupts``: a cell interrupted and run again: the interrupted run's actors let go

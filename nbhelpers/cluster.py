@@ -10,14 +10,12 @@ import logging
 import math
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import pandas as pd
 import ray
 import torch
 
-import nbhelpers
-from nbhelpers.connect import choose_token_authentication, join_cluster
+from nbhelpers.connect import choose_token_authentication, join_cluster, worker_runtime_env
 from nbhelpers.devices import torch_can_use_the_gpus
 from nbhelpers.interrupts import release_interrupted_cells
 from nbhelpers.progress import quiet_ray_output
@@ -259,23 +257,14 @@ def compute_dtype(device: str) -> torch.dtype:
     )
 
 
-def _runtime_env(remote: bool) -> dict:
-    """The settings every worker needs; on a remote cluster, also the ``nbhelpers`` package
-    (a local Ray's workers import it from here: shipping it would slow their start)."""
-    keep = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TORCH_HOME")
-    env = {"env_vars": {name: os.environ[name] for name in keep if name in os.environ}}
-    if remote:
-        env["py_modules"] = [str(Path(nbhelpers.__file__).parent)]
-    return env if remote or env["env_vars"] else {}
-
-
 def start_ray(num_cpus: int | None = None) -> ClusterResources:
     """Start a local Ray instance (with ``num_cpus``), or join the cluster in ``RAY_ADDRESS``."""
     address = os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
         # WARNING, not INFO: Ray's start-up and Ray Data's plan logs would fill the cell.
         options = dict(
-            runtime_env=_runtime_env(remote=address is not None), logging_level=logging.WARNING
+            runtime_env=worker_runtime_env(remote=address is not None),
+            logging_level=logging.WARNING,
         )
         if address is None:
             choose_token_authentication()

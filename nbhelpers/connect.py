@@ -1,4 +1,5 @@
-"""Join an existing Ray cluster (``RAY_ADDRESS``): token authentication, and clear errors."""
+"""Join an existing Ray cluster (``RAY_ADDRESS``): token authentication, clear errors, and what
+every worker gets (its environment variables; on a remote cluster, the ``nbhelpers`` package)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,20 @@ from pathlib import Path
 import ray
 from ray._raylet import Config  # private in Ray 2.60: used by _reload_ray_config alone
 
+import nbhelpers
+
 AUTH_MODE_VARIABLE = "RAY_AUTH_MODE"
 DEFAULT_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+
+
+def worker_runtime_env(remote: bool) -> dict:
+    """The settings every worker needs; on a remote cluster, also the ``nbhelpers`` package
+    (a local Ray's workers import it from here: shipping it would slow their start)."""
+    keep = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TORCH_HOME")
+    env = {"env_vars": {name: os.environ[name] for name in keep if name in os.environ}}
+    if remote:
+        env["py_modules"] = [str(Path(nbhelpers.__file__).parent)]
+    return env if remote or env["env_vars"] else {}
 
 
 class ClusterConnectionError(ConnectionError):
