@@ -45,7 +45,7 @@ NB ?=
 P ?=
 JOB_ARGS := $(if $(NB),--only $(NB)) $(foreach kv,$(P),-p $(firstword $(subst =, ,$(kv))) $(patsubst $(firstword $(subst =, ,$(kv)))=%,%,$(kv)))
 
-.PHONY: setup run smoke test test-kernel wheel lab lint style clean bench bench-vit bench-feed doctor prefetch lock gpu-wheels gpu-check FORCE
+.PHONY: setup run smoke test test-kernel wheel lab lint style clean bench bench-vit bench-feed doctor prefetch lock gpu-wheels gpu-check time-tables FORCE
 
 setup: $(READY)  ## the environment: the exact versions of constraints.txt (a torch already there is kept), and the Jupyter kernel
 
@@ -100,6 +100,9 @@ doctor:  ## what this machine needs, checked in seconds without network (works b
 
 prefetch: $(READY)  ## download weights and datasets once, for runs without network (ARGS="--num-images 200")
 	$(BIN)/python -m tools.prefetch $(ARGS)
+
+time-tables: $(READY)  ## each notebook run offline, then the time table at its top rewritten from the cells' durations
+	$(BIN)/python -m tools.time_tables $(ARGS)
 
 lock: $(READY)  ## rewrite constraints.txt with the newest versions that fit; then `make setup test`
 	$(BIN)/python -m tools.lock

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 import torch
+from IPython.display import Image as JpegImage
 from matplotlib import font_manager
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes
@@ -18,6 +20,10 @@ from nbhelpers.columns import as_boxes, as_list
 from nbhelpers.decode import DecodeError
 from nbhelpers.detection import detections_per_class
 from nbhelpers.reading import load_image
+
+JPEG_QUALITY = 80
+"""Photo grids are shown as JPEG: a PNG of ten photos weighs several times more (a test
+measures both), and executed notebooks stay small enough to open and diff."""
 
 
 def _load_small(path: str, filesystem: pafs.FileSystem | None) -> Image.Image | None:
@@ -35,8 +41,12 @@ def show_images(
     titles: Sequence[str],
     ncols: int = 5,
     size: float = 2.6,
-) -> plt.Figure:
-    """A grid of images with a title above each; a missing image shows as an empty cell."""
+) -> JpegImage:
+    """A grid of images with a title above each; a missing image shows as an empty cell.
+
+    Returned as a JPEG, which a notebook shows when it is a cell's last expression (or given
+    to ``display``); ``.data`` holds its bytes.
+    """
     nrows = max(1, math.ceil(len(images) / ncols))
     figure, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
     for axis in axes.flat:
@@ -46,7 +56,17 @@ def show_images(
             axis.imshow(image)
         axis.set_title(title, fontsize=8)
     figure.tight_layout()
-    return figure
+    return as_jpeg(figure)
+
+
+def as_jpeg(figure: plt.Figure, dpi: int = 100) -> JpegImage:
+    """``figure`` rendered as a JPEG and closed, so that a notebook shows it once, as JPEG."""
+    buffer = io.BytesIO()
+    figure.savefig(
+        buffer, format="jpeg", dpi=dpi, bbox_inches="tight", pil_kwargs={"quality": JPEG_QUALITY}
+    )
+    plt.close(figure)
+    return JpegImage(data=buffer.getvalue(), format="jpeg")
 
 
 def plot_predictions(
@@ -54,7 +74,7 @@ def plot_predictions(
     filesystem: pafs.FileSystem | None = None,
     limit: int = 10,
     ncols: int = 5,
-) -> plt.Figure:
+) -> JpegImage:
     """Grid of the first ``limit`` images with predicted label and score (or the error)."""
     rows = predictions.head(limit)
     images = [_load_small(path, filesystem) for path in rows["path"]]
@@ -123,7 +143,7 @@ def plot_detections(
     limit: int = 6,
     ncols: int = 3,
     max_boxes: int = 10,
-) -> plt.Figure:
+) -> JpegImage:
     """Grid of the first ``limit`` images with their boxes, labels and scores (or the error)."""
     images, titles = [], []
     for row in predictions.head(limit).itertuples():

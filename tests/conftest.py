@@ -414,3 +414,26 @@ def check_quiet(executed: Path) -> None:
         assert len(stderr) <= 5, (cell.source[:80], stderr)
         assert not any(ERROR_LINE.search(line) for line in stderr), stderr
         assert not any(NO_FREE_CPU in line for line in stderr), (cell.source[:80], stderr)
+
+
+FIGURE_LIMIT_BYTES = 150_000
+NOTEBOOK_LIMIT_BYTES = 1_000_000
+
+
+def check_small_figures(executed: Path) -> int:
+    """Every figure of an executed notebook under 150 KB and the notebook under 1 MB, as a
+    learner opens it; returns how many figures it holds."""
+    import base64
+
+    import nbformat
+
+    figures = 0
+    for cell in nbformat.read(executed, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            for kind, data in output.get("data", {}).items():
+                if kind.startswith("image/"):
+                    figures += 1
+                    size = len(base64.b64decode(data))
+                    assert size < FIGURE_LIMIT_BYTES, (cell.source[:80], kind, size)
+    assert executed.stat().st_size < NOTEBOOK_LIMIT_BYTES, executed.stat().st_size
+    return figures

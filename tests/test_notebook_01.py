@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import IMAGENETTE_SYNSETS
+from conftest import IMAGENETTE_SYNSETS, check_small_figures
 
 from nbhelpers.labels import labels_from_paths
 
@@ -67,6 +67,7 @@ def test_sample_photos_offline_through_nbmake(tmp_path, sample_photos):
     check_contract(run, len(sample_photos))
     assert '"output_type": "error"' not in run.executed.read_text()
     assert "Wrote" in run.executed.read_text()  # the executed copy kept its outputs
+    assert check_small_figures(run.executed) >= 1  # the grid of photos and their labels
     # the exercises ran and answered: batch sizes, fusion, ResNet18 in the pool, starving
     text = run.executed.read_text()
     assert "Answer: batches of 16 run" in text

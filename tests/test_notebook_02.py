@@ -18,7 +18,7 @@ import nbformat
 import numpy as np
 import pytest
 import quirky_images as quirks
-from conftest import IMAGENETTE_SYNSETS, ROOT, check_quiet, copy_tree
+from conftest import IMAGENETTE_SYNSETS, ROOT, check_quiet, check_small_figures, copy_tree
 from PIL import Image
 from test_notebook_01 import check_contract  # tests/ is on sys.path (rootdir-relative imports)
 from transformers import pipeline
@@ -195,6 +195,7 @@ def test_sample_photos_offline(run_notebook, tmp_path, sample_photos):
     # the tiny offline ViT answers decisively and differently for different photos
     assert (predictions["margin"] > 0.01).all() and predictions["label"].nunique() >= 3
     check_quiet(run.executed)
+    assert check_small_figures(run.executed) >= 1  # the grid of photos and their labels
     # the exercises' solutions ran, and said what they should
     exercise_1 = stdout_of(run.executed, "whole_answers")
     # the pipeline on whole photos against classify on resized ones, normalised on the device

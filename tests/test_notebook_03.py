@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pyarrow.parquet as pq
 import pytest
-from conftest import check_quiet
+from conftest import check_quiet, check_small_figures
 from PIL import Image
 from test_notebook_01 import MAX_EXECUTED_BYTES, check_parity_spans_batches
 from test_notebook_01 import SUMMARY_FIELDS as CONTRACT_FIELDS
@@ -136,6 +136,7 @@ def test_voc_folder_broken_file_first_one_photo_per_batch_more_actors_than_cpus(
         num_actors=3,
     )
     check_detections(run, 5, parity_checked=4)
+    assert check_small_figures(run.executed) >= 3  # the single batch, the run's boxes, a chart
     # Exercise 1 counts what section 6 counted: COCO's classes, the "N/A" placeholders left out.
     answer = f"Answer: {run.summary['num_detections']} detections at the run's threshold"
     assert answer in run.executed.read_text()
@@ -172,4 +173,4 @@ def test_one_sample_photo_with_a_batch_larger_than_the_data_results_to_s3(
     assert run.summary["mean_average_precision"] is None  # no annotations beside the photos
     assert run.summary["annotated_images"] == 0
     executed = run.executed.read_text()
-    assert "image/png" in executed  # this run's own drawings
+    assert "image/jpeg" in executed  # this run's own drawings, photos as JPEG
