@@ -136,7 +136,7 @@ def test_voc_folder_broken_file_first_one_photo_per_batch_more_actors_than_cpus(
         num_actors=3,
     )
     check_detections(run, 5, parity_checked=4)
-    assert check_small_figures(run.executed) >= 3  # the single batch, the run's boxes, a chart
+    assert check_small_figures(run.executed) >= 2  # the single batch and the run's boxes
     # Exercise 1 counts what section 6 counted: COCO's classes, the "N/A" placeholders left out.
     answer = f"Answer: {run.summary['num_detections']} detections at the run's threshold"
     assert answer in run.executed.read_text()

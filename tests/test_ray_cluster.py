@@ -114,7 +114,8 @@ def test_notebook_joins_the_cluster_and_its_results_come_back_whole(
 ):
     """Notebook 01 on a labelled folder in Imagenette's layout, its actors on both worker
     nodes, its ``output_dir`` a folder that each worker node has a private copy of: every
-    row comes back to the head node, which offers no CPU for the write tasks."""
+    row comes back to the head node, which offers no CPU for the write tasks. Its exercises
+    run there too, and answer."""
     from test_notebook_01 import check_labelled_run
 
     address, token, private_dir = ray_cluster
@@ -124,6 +125,7 @@ def test_notebook_joins_the_cluster_and_its_results_come_back_whole(
         tmp_path,
         # Only the address and the token: no RAY_AUTH_MODE, no nbhelpers on the workers' path.
         env={"RAY_ADDRESS": address, "RAY_AUTH_TOKEN": token, "RAY_AUTH_MODE": ""},
+        exercises=True,
         pretrained=False,
         data_uri=str(imagenette_folder),
         num_actors=2,
@@ -142,6 +144,38 @@ def test_notebook_joins_the_cluster_and_its_results_come_back_whole(
     assert "RAY_AUTH_MODE=token" in log  # the driver switched token mode on by itself
     assert "on 3 node(s)" in log
     assert "which offers no CPU: the write tasks reserve none" in log
+    assert log.count("Answer:") >= EXERCISE_ANSWERS["01_resnet_classification"], log[-3000:]
+
+
+EXERCISE_ANSWERS = {  # the answers each notebook's exercises print, at least
+    "01_resnet_classification": 4,
+    "02_vit_classification": 3,
+    "03_fasterrcnn_detection": 3,
+}
+
+
+@pytest.mark.parametrize("name", ["02_vit_classification", "03_fasterrcnn_detection"])
+def test_the_other_lessons_and_their_exercises_run_on_the_cluster(
+    ray_cluster, run_notebook, tmp_path, name
+):
+    """Notebooks 02 and 03 joined to the cluster, their exercises too: nothing waits for a
+    CPU the head node does not offer, and every exercise answers."""
+    address, token, private_dir = ray_cluster
+    run = run_notebook(
+        name,
+        tmp_path,
+        env={"RAY_ADDRESS": address, "RAY_AUTH_TOKEN": token, "RAY_AUTH_MODE": ""},
+        exercises=True,
+        pretrained=False,
+        data_uri="sample",
+        num_images=6,
+        output_dir=str(private_dir / name),
+    )
+    assert run.summary["num_images_in"] == 6 and run.summary["num_failed"] == 0
+    assert len(run.predictions) == 6
+    log = run.executed.read_text()
+    assert "on 3 node(s)" in log
+    assert log.count("Answer:") >= EXERCISE_ANSWERS[name], log[-3000:]
 
 
 def test_a_pool_larger_than_the_cluster_says_what_it_got(ray_cluster, tmp_path):
