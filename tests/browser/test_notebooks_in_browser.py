@@ -29,6 +29,8 @@ SCREENSHOTS = ROOT / "outputs" / "browser"
 KERNEL = "batch-inference"
 KERNELSPEC = {"name": KERNEL, "display_name": "Python (batch inference)", "language": "python"}
 NUM_IMAGES = 6
+# The figures come as JPEG (nbhelpers.visualize.as_jpeg); PNG is accepted too.
+PLOT_SOURCES = ("data:image/jpeg", "data:image/png")
 # Offline: random weights, the sample photos bundled with the environment, a few images.
 OFFLINE_PARAMETERS = {"pretrained": False, "data_uri": "sample", "num_images": NUM_IMAGES}
 RUN_TIMEOUT_S = int(os.environ.get("BROWSER_NOTEBOOK_TIMEOUT_S", "900"))
@@ -156,7 +158,7 @@ def test_notebook_runs_in_jupyterlab(name, lab, browser, tmp_path):
         state = notebook.state()
         notebook.screenshot(SCREENSHOTS / f"{name}.png")
         bars = progress_bars(state)
-        plots = [i for i in state["images"] if i["src"].startswith("data:image/png") and i["width"]]
+        plots = [i for i in state["images"] if i["src"].startswith(PLOT_SOURCES) and i["width"]]
         report = {
             "notebook": name,
             "parameters": OFFLINE_PARAMETERS,
@@ -185,7 +187,7 @@ def test_notebook_runs_in_jupyterlab(name, lab, browser, tmp_path):
             and not cell["execution_count"]
         ]
         assert not not_run, f"code cells not run: {not_run} (prompts {state['prompts']})"
-        assert plots, "no plot (image/png output) rendered"
+        assert plots, "no plot (image/jpeg or image/png output) rendered"
         progress_logs = [o["text"][:300] for o in state["outputs"] if PROGRESS_LOG in o["text"]]
         assert bars, f"no progress bar rendered; Ray Data logged its progress: {progress_logs[:2]}"
         assert any("100%" in bar for bar in bars), f"no progress bar reached 100%: {bars}"
