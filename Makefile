@@ -45,7 +45,7 @@ NB ?=
 P ?=
 JOB_ARGS := $(if $(NB),--only $(NB)) $(foreach kv,$(P),-p $(firstword $(subst =, ,$(kv))) $(patsubst $(firstword $(subst =, ,$(kv)))=%,%,$(kv)))
 
-.PHONY: setup run smoke test test-kernel wheel lab lint style clean bench bench-vit bench-feed doctor prefetch lock gpu-wheels gpu-check time-tables FORCE
+.PHONY: setup run smoke test test-long test-kernel wheel lab lint style clean bench bench-vit bench-feed doctor prefetch lock gpu-wheels gpu-check time-tables FORCE
 
 setup: $(READY)  ## the environment: the exact versions of constraints.txt (a torch already there is kept), and the Jupyter kernel
 
@@ -78,8 +78,11 @@ run: $(READY)  ## every notebook with its default parameters (pretrained weights
 smoke: $(READY)  ## every notebook offline: random weights, the sample photos, a few images
 	$(BIN)/python -m tools.run_notebooks --smoke $(JOB_ARGS)
 
-test: $(READY)  ## unit tests and every notebook executed offline
+test: $(READY)  ## unit tests and every notebook executed offline (under 10 minutes)
 	$(BIN)/python -m pytest
+
+test-long: $(READY)  ## the notebooks again in the shapes that take minutes: a 2-node cluster, ten interrupts, a fourth lesson, S3, broken folders (CI runs it)
+	$(BIN)/python -m pytest -m long
 
 test-kernel: $(READY)  ## notebook 01 in a new kernel without the project: its first cell installs the wheel (~2 min)
 	$(BIN)/python -m pytest -m fresh_kernel tests/test_fresh_kernel.py

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 NAME = "04_resnet18_classification"
@@ -109,6 +110,7 @@ def build_fourth_lesson(copy) -> list[str]:
     return [*pieces, "nbhelpers/catalog.py"]
 
 
+@pytest.mark.long
 def test_a_fourth_lesson_is_four_files(tmp_path):
     copy = tmp_path / "project"
     for folder in ["nbhelpers", "tools", "benchmarks", "notebooks", "tests", "docs"]:

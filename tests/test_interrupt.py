@@ -77,6 +77,7 @@ def lesson_cells(parameters: dict) -> tuple[list[str], str]:
 
 
 @pytest.mark.notebook
+@pytest.mark.long
 def test_the_write_cell_interrupted_and_run_again_ten_times_finishes_every_time(tmp_path):
     parameters = {"pretrained": False, "data_uri": "sample", "output_dir": str(tmp_path)}
     before, write_cell = lesson_cells(parameters)

@@ -223,6 +223,7 @@ def broken_first_folder(tmp_path, imagenette_folder) -> tuple[Path, dict[str, st
 
 
 @pytest.mark.notebook
+@pytest.mark.long
 def test_labelled_folder_broken_files_first_batch_size_one_more_actors_than_cpus(
     run_notebook, tmp_path, broken_first_folder
 ):
@@ -254,6 +255,7 @@ def test_labelled_folder_broken_files_first_batch_size_one_more_actors_than_cpus
 
 
 @pytest.mark.notebook
+@pytest.mark.long
 def test_one_image_results_to_s3(run_notebook, tmp_path, private_s3):
     """The smallest run a learner tries: one photo, one batch, the exercises on it; the
     results go to a bucket of a local S3 server."""

@@ -160,6 +160,7 @@ def test_voc_folder_broken_file_first_one_photo_per_batch_more_actors_than_cpus(
 
 
 @pytest.mark.notebook
+@pytest.mark.long
 def test_one_sample_photo_with_a_batch_larger_than_the_data_results_to_s3(
     run_notebook, tmp_path, private_s3
 ):

@@ -185,6 +185,7 @@ print(json.dumps(rows))
 
 
 @pytest.mark.notebook
+@pytest.mark.long
 def test_the_benchmarks_loader_runs_every_notebooks_pipeline_cells(tmp_path):
     """``make bench``'s loader on each notebook's own ``pipeline`` cells, offline, on 2 sample
     photos (about a minute on 2 cores): a name the loader reads that a notebook renamed, or a

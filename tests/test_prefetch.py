@@ -136,6 +136,7 @@ def save_seeded_resnets(torch_home: Path) -> None:
 
 
 @pytest.mark.notebook
+@pytest.mark.long
 def test_pretrained_defaults_run_offline_after_prefetch(
     s3_env, datasets_on_s3, run_notebook, tmp_path, monkeypatch
 ):

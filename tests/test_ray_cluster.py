@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.cluster, pytest.mark.notebook]
+pytestmark = [pytest.mark.cluster, pytest.mark.notebook, pytest.mark.long]
 
 RAY = str(Path(sys.executable).with_name("ray"))
 CPUS_PER_NODE = 2  # on each of the two worker nodes; the head offers none

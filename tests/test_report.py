@@ -97,6 +97,7 @@ def test_make_smoke_runs_a_notebook_and_leaves_a_report(tmp_path):
 
 
 @pytest.mark.notebook
+@pytest.mark.long
 def test_a_failed_job_says_why_in_one_place(tmp_path):
     """What ``make run NB=01`` prints when the data is missing: the notebook's error, in a line.
 

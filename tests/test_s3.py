@@ -117,7 +117,7 @@ def test_workers_read_through_the_endpoint_with_the_drivers_settings(private_env
 
 
 @pytest.mark.notebook
-@pytest.mark.parametrize("mode", ["anonymous", "credentials"])
+@pytest.mark.parametrize("mode", [pytest.param("anonymous", marks=pytest.mark.long), "credentials"])
 def test_notebook_01_reads_s3(run_notebook, tmp_path, public_s3, private_s3, mode):
     """Notebook 01 through Ray Data on S3: public anonymously, private with credentials."""
     from test_notebook_01 import check_contract, true_indices
