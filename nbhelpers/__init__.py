@@ -34,6 +34,7 @@ these modules hold the rest, in the order the data flows:
 - ``visualize``: image grids, boxes and the confusion matrix
 - ``destination``: where results go (local, shared, ``s3://``), checked before the work
 - ``results``: read back the predictions Ray wrote, and ``summary.json`` (its fields)
+- ``stats``: Ray Data's ``stats()`` report as a table: how busy each stage was
 """
 
 __version__ = "0.1.0"

@@ -77,6 +77,8 @@ def compare_classifications(
 
     The same image needs the same top-1 label and a score within ``score_tolerance``;
     floats differ in the last digits, so after a near-tie (``margin``) either label counts.
+    An image listed several times (the sample's photos) is compared with each of its rows,
+    and shown by the one that differs most.
     """
     merged = single[["path", "label", "score", "margin"]].merge(
         scaled[["path", "label", "score"]], on="path", how="left", suffixes=("_single", "_scaled")
@@ -85,7 +87,9 @@ def compare_classifications(
     same_label = merged["label_single"] == merged["label_scaled"]
     near_tie = merged["margin"] < score_tolerance
     merged["match"] = (same_label | near_tie) & (merged["score_difference"] <= score_tolerance)
-    return merged.drop(columns=["margin"])
+    worst = merged.sort_values(["match", "score_difference"], ascending=[True, False])
+    worst = worst.drop_duplicates("path").sort_index()  # one row per image, in single's order
+    return worst.drop(columns=["margin"]).reset_index(drop=True)
 
 
 def parity_summary(comparison: pd.DataFrame) -> dict:
@@ -140,25 +144,31 @@ def compare_detections(
     A counterpart has the same label, a box overlapping by ``iou_threshold`` (VOC's "same
     object") and a score within ``score_tolerance``. Detections from ``score_threshold +
     score_tolerance`` need one, both ways; nearer the threshold, floats may tip either way.
+    An image listed several times is compared with each of its rows, shown by the worst.
     """
     settings = (score_threshold + score_tolerance, score_tolerance, iou_threshold)
-    scaled_rows = {row["path"]: row for row in scaled.to_dict("records")}
+    scaled_rows: dict[str, list[dict]] = {}  # a path listed several times has several rows
+    for row in scaled.to_dict("records"):
+        scaled_rows.setdefault(row["path"], []).append(row)
     rows = []
     for row in single.to_dict("records"):
-        own, other = _detections(row), _detections(scaled_rows.get(row["path"], {}))
-        missing_there, ious, gaps = _unmatched(own, other, *settings)
-        unmatched = missing_there + _unmatched(other, own, *settings)[0]
-        rows.append(
-            {
-                "path": row["path"],
-                "detections_single": len(own[1]),
-                "detections_scaled": len(other[1]),
-                "unmatched": unmatched,
-                "min_iou": min(ious) if ious else None,
-                "max_score_difference": max(gaps) if gaps else None,
-                "match": row["path"] in scaled_rows and unmatched == 0,
-            }
-        )
+        compared = []
+        for copy in scaled_rows.get(row["path"], [{}]):
+            own, other = _detections(row), _detections(copy)
+            missing_there, ious, gaps = _unmatched(own, other, *settings)
+            unmatched = missing_there + _unmatched(other, own, *settings)[0]
+            compared.append(
+                {
+                    "path": row["path"],
+                    "detections_single": len(own[1]),
+                    "detections_scaled": len(other[1]),
+                    "unmatched": unmatched,
+                    "min_iou": min(ious) if ious else None,
+                    "max_score_difference": max(gaps) if gaps else None,
+                    "match": bool(copy) and unmatched == 0,
+                }
+            )
+        rows.append(min(compared, key=lambda result: (result["match"], -result["unmatched"])))
     return pd.DataFrame(rows)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import platform
 import posixpath
+from collections import Counter
 from pathlib import Path
 from typing import TypedDict
 
@@ -67,11 +68,12 @@ def short_names(paths) -> list[str]:
 
 
 def check_one_row_per_image(predictions: pd.DataFrame, paths: list[str]) -> None:
-    """Raise :class:`LostRowsError` unless every input path has exactly one row."""
-    counts = predictions["path"].value_counts()
-    missing = sorted(set(paths) - set(counts.index))
-    duplicated = sorted(counts[counts > 1].index)
-    extra = sorted(set(counts.index) - set(paths))
+    """Raise :class:`LostRowsError` unless every input path has one row (a path listed
+    several times, as the sample's photos are, one row each time)."""
+    wanted, got = Counter(paths), Counter(predictions["path"])
+    missing = sorted(path for path in wanted if got[path] < wanted[path])
+    duplicated = sorted(path for path in got if path in wanted and got[path] > wanted[path])
+    extra = sorted(set(got) - set(wanted))
     if missing or duplicated or extra or len(predictions) != len(paths):
         raise LostRowsError(
             f"Expected one row for each of {len(paths)} images, got {len(predictions)} rows: "

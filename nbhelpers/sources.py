@@ -26,6 +26,10 @@ SAMPLE_PHOTOS = {  # real photos that ship inside scikit-image and matplotlib: o
     "matplotlib": "grace_hopper.jpg",
 }
 
+# "sample" lists each photo this many times (48 rows), so that an offline run has several
+# batches per stage and stats() can show the stages working at the same time.
+SAMPLE_REPEATS = 4
+
 _IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 _SYSTEM_FILES = "(system or hidden files)"
 _SUPPORTED = "a local folder or image file, an s3://bucket/prefix URI, or 'sample'"
@@ -45,10 +49,14 @@ class ImageSource:
     filesystem: pafs.FileSystem | None = None  # for S3; None for local files
     num_found: int = 0  # image files found, before num_images was applied
     skipped: dict[str, int] = field(default_factory=dict)  # other files, by extension
+    repeats: int = 1  # how many times each file is listed (SAMPLE_REPEATS for the sample)
 
     def describe(self) -> str:
         """One line for the notebook: where the images are, how many are used, what was skipped."""
-        text = f"{len(self.paths)} of {self.num_found} images from {self.uri} ({self.kind})"
+        listed = self.num_found * self.repeats
+        text = f"{len(self.paths)} of {listed} images from {self.uri} ({self.kind})"
+        if self.repeats > 1:
+            text += f": {self.num_found} photos, each listed {self.repeats} times"
         if self.skipped:
             others = ", ".join(
                 f"{count} {'system or hidden' if ext == _SYSTEM_FILES else ext or 'without extension'}"
@@ -125,7 +133,9 @@ def find_images(data_uri: str | os.PathLike, num_images: int | None = None) -> I
     """The images to run on, before any Ray work: at most ``num_images``, spread evenly.
 
     ``data_uri``: a folder (searched recursively), an image file, an ``s3://`` URI, or
-    ``"sample"``. Raises :class:`DataSourceError`, saying what to do, when it holds no image.
+    ``"sample"`` (its photos listed :data:`SAMPLE_REPEATS` times, one round after the other,
+    when ``num_images`` asks for more than there are).
+    Raises :class:`DataSourceError`, saying what to do, when it holds no image.
     """
     data_uri = os.fspath(data_uri).strip() if isinstance(data_uri, os.PathLike | str) else data_uri
     if not isinstance(data_uri, str) or not data_uri:
@@ -174,13 +184,17 @@ def find_images(data_uri: str | os.PathLike, num_images: int | None = None) -> I
             f"Looked recursively for files ending in {', '.join(IMAGE_EXTENSIONS)} (any case)."
         )
     images.sort()
+    repeats = SAMPLE_REPEATS if kind == "sample" else 1
+    if num_images is not None and num_images <= len(images):
+        repeats = 1  # no photo twice when there are enough
     return ImageSource(
         uri=data_uri,
         kind=kind,
-        paths=pick_evenly(images, num_images),
+        paths=pick_evenly(images * repeats, num_images),
         filesystem=filesystem,
         num_found=len(images),
         skipped=dict(sorted(skipped.items())),
+        repeats=repeats,
     )
 
 

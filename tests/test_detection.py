@@ -378,6 +378,16 @@ def test_parity_rejects_real_differences(boxes, labels, scores):
     assert not comparison["match"].any()
 
 
+def test_parity_checks_every_row_of_an_image_listed_twice():
+    single = _one([[0, 0, 100, 100]], ["dog"], [0.97])
+    same, moved = ([[0, 0, 100, 100]], ["dog"], [0.97]), ([[60, 60, 160, 160]], ["dog"], [0.97])
+    both = _predictions([("a.jpg", *same), ("a.jpg", *same)])
+    assert compare_detections(single, both, 0.9)["match"].tolist() == [True]
+    one_moved = _predictions([("a.jpg", *same), ("a.jpg", *moved)])
+    comparison = compare_detections(single, one_moved, 0.9)
+    assert comparison["match"].tolist() == [False] and comparison["unmatched"][0] == 2
+
+
 def test_parity_fails_for_an_image_the_scaled_run_lost():
     single = _one([], [], [])
     assert not compare_detections(single, _one([], [], [], path="b.jpg"), 0.9)["match"].any()

@@ -7,15 +7,18 @@ behaviours, the test fails and the sentence must change with it.
 from __future__ import annotations
 
 import inspect
+import time
 
 import numpy as np
 import pytest
 import ray
 import torch
 from ray.data._internal.execution.resource_manager import ResourceManager
+from ray.data._internal.stats import OperatorStatsSummary
 from torchvision.transforms.v2.functional import normalize
 
 from nbhelpers import cluster, devices
+from nbhelpers.stats import stage_table
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +79,36 @@ def test_map_batches_asks_for_a_batch_size_when_actors_take_gpus(local_ray):
     dataset.map_batches(
         Doubler, compute=ray.data.ActorPoolStrategy(size=1), num_gpus=1, batch_size=2
     )  # planned, not run: no GPU is needed for that
+
+
+def test_stats_rates_are_rows_over_the_stage_window_and_over_its_tasks_time(local_ray):
+    # Notebook 01, "Where the time went": "Ray Data throughput" is a stage's rows over its
+    # window, "Estimated single task throughput" its rows over its tasks' summed time, so
+    # their ratio is how many of its tasks were at work on average: about as many as its
+    # actors for the stage that held the run.
+    window = inspect.getsource(OperatorStatsSummary.num_rows_per_s.fget)
+    assert "self.output_num_rows.sum / self.time_total_s" in window
+    one_task = inspect.getsource(OperatorStatsSummary.num_rows_per_task_s.fget)
+    assert "self.output_num_rows.sum / self.wall_time.sum" in one_task
+
+    class Sleeper:  # defined here, so that Ray ships it by value to its actors
+        """A quarter of a second per batch: the stage that holds the run."""
+
+        def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            time.sleep(0.25)
+            return batch
+
+    for actors, at_least in ((1, 0.75), (2, 1.2)):  # the second actor may start a little late
+        dataset = ray.data.range(64, override_num_blocks=8).map_batches(
+            Sleeper,
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=0.5,
+            batch_size=8,
+            **cluster.STOP_ON_ACTOR_CRASH,
+        )
+        table = stage_table(dataset.materialize().stats())
+        assert table.loc["MapBatches(Sleeper)", "rows"] == 64
+        assert at_least <= table.loc["MapBatches(Sleeper)", "at_work"] <= actors * 1.05
 
 
 def test_normalize_uses_tensors_already_on_the_device_as_they_are():

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 import quirky_images as quirks
 
-from nbhelpers.sources import DataSourceError, find_images, is_image_name, pick_evenly
+from nbhelpers.sources import (
+    SAMPLE_REPEATS,
+    DataSourceError,
+    find_images,
+    is_image_name,
+    pick_evenly,
+)
 
 
 @pytest.fixture()
@@ -169,6 +175,15 @@ def test_sample_photos(sample_photos):
     source = find_images("sample", num_images=4)
     assert source.kind == "sample" and len(source.paths) == 4
     assert source.num_found == len(sample_photos)
+    assert len(set(source.paths)) == 4  # a few rows: distinct photos, spread over the list
+
+
+def test_the_sample_lists_its_photos_several_times_one_round_after_another(sample_photos):
+    source = find_images("sample")
+    photos = sorted(str(p) for p in sample_photos)
+    assert source.paths == photos * SAMPLE_REPEATS  # every photo before the first repeats
+    assert f"{len(photos)} photos, each listed {SAMPLE_REPEATS} times" in source.describe()
+    assert find_images("sample", num_images=len(photos)).paths == photos
 
 
 @pytest.mark.parametrize(

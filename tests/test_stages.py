@@ -25,6 +25,7 @@ from nbhelpers.results import (
     write_summary,
 )
 from nbhelpers.sources import choose_num_images
+from nbhelpers.stats import stage_table
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +99,33 @@ def test_parity_accepts_near_ties_and_rejects_real_differences():
     assert not parity_summary(compare_classifications(single, scaled))["ok"]
 
 
+def test_parity_compares_every_row_of_an_image_listed_twice():
+    single = pd.DataFrame({"path": ["a", "b"], "label": ["x", "y"], "score": [0.5, 0.3]})
+    single["margin"] = 0.2
+    scaled = pd.DataFrame(
+        {"path": ["a", "b", "a", "b"], "label": ["x", "y", "x", "y"], "score": [0.5, 0.3, 0.5, 0.3]}
+    )
+    comparison = compare_classifications(single, scaled)
+    assert comparison["path"].tolist() == ["a", "b"] and comparison["match"].all()
+    scaled.loc[3, "score"] = 0.1  # b's second row differs
+    comparison = compare_classifications(single, scaled)
+    assert comparison["match"].tolist() == [True, False]
+    assert comparison["score_difference"][1] == pytest.approx(0.2)  # shown by its worse row
+
+
 def test_lost_rows_are_detected():
     frame = pd.DataFrame({"path": ["a", "a"], "error": [None, None]})
     with pytest.raises(LostRowsError, match="missing"):
         check_one_row_per_image(frame, ["a", "b"])
+
+
+def test_a_path_listed_twice_needs_two_rows_and_no_more():
+    listed = ["a", "b", "a"]  # as the sample lists its photos
+    check_one_row_per_image(pd.DataFrame({"path": ["a", "a", "b"]}), listed)
+    with pytest.raises(LostRowsError, match=r"missing \['a'\]"):
+        check_one_row_per_image(pd.DataFrame({"path": ["a", "b", "b"]}), listed)
+    with pytest.raises(LostRowsError, match=r"duplicated \['a'\]"):
+        check_one_row_per_image(pd.DataFrame({"path": ["a", "a", "a", "b"]}), listed)
 
 
 def test_results_are_written_and_counts_add_up(tmp_path):
@@ -142,3 +166,8 @@ def test_choose_num_images():
     assert choose_num_images(7, use_gpu=False, cpu_default=200)[0] == 7
     with pytest.raises(ValueError, match="num_images"):
         choose_num_images("lots", use_gpu=False, cpu_default=200)
+
+
+def test_a_stats_report_without_an_executed_stage_is_refused():
+    with pytest.raises(ValueError, match="No stage found"):
+        stage_table("Dataset throughput:\n\t* Ray Data throughput: 0 rows/s\n")
