@@ -79,7 +79,8 @@ def lesson_cells(parameters: dict) -> tuple[list[str], str]:
 @pytest.mark.notebook
 @pytest.mark.long
 def test_the_write_cell_interrupted_and_run_again_ten_times_finishes_every_time(tmp_path):
-    parameters = {"pretrained": False, "data_uri": "sample", "output_dir": str(tmp_path)}
+    parameters = {"pretrained": False, "data_uri": "sample", "num_images": 12}  # each photo once
+    parameters["output_dir"] = str(tmp_path)
     before, write_cell = lesson_cells(parameters)
     env = papermill_runner.environment({"RAY_ADDRESS": ""})
     manager, kernel = start_new_kernel(kernel_name="python3", cwd=str(tmp_path), env=env)

@@ -7,6 +7,7 @@ import pytest
 from conftest import IMAGENETTE_SYNSETS, check_small_figures
 
 from nbhelpers.labels import labels_from_paths
+from nbhelpers.sources import SAMPLE_REPEATS
 
 pytestmark = pytest.mark.notebook
 
@@ -30,12 +31,15 @@ SUMMARY_FIELDS = {
 }
 
 
-def check_contract(run, expected_paths: int) -> None:
-    """What DESIGN.md promises for every run: one row per image, counts that add up."""
+def check_contract(run, expected_paths: int, listed: int = 1) -> None:
+    """What DESIGN.md promises for every run: one row per image, counts that add up.
+
+    ``listed``: how many times each path was listed (the sample lists its photos 4 times).
+    """
     summary, predictions = run.summary, run.predictions
     assert SUMMARY_FIELDS <= set(summary)
     assert len(predictions) == expected_paths == summary["num_images_in"]
-    assert predictions["path"].is_unique
+    assert (predictions["path"].value_counts() == listed).all()
     assert summary["num_predicted"] + summary["num_failed"] == summary["num_images_in"]
     assert summary["num_failed"] == int(predictions["error"].notna().sum())
     assert {"path", "error"} <= set(predictions.columns)
@@ -59,12 +63,13 @@ def check_parity_spans_batches(run) -> None:
 
 
 def test_sample_photos_offline_through_nbmake(tmp_path, sample_photos):
-    """Run by ``pytest --nbmake`` on a copy prepared with offline parameters."""
+    """Run by ``pytest --nbmake`` on a copy prepared with the lesson's offline parameters:
+    the sample's 48 rows make three batches of 16, so stats() has several per stage."""
     from conftest import execute_with_nbmake
 
-    parameters = {"pretrained": False, "data_uri": "sample", "batch_size": 5}  # several calls
+    parameters = {"pretrained": False, "data_uri": "sample"}
     run = execute_with_nbmake("01_resnet_classification", tmp_path, **parameters)
-    check_contract(run, len(sample_photos))
+    check_contract(run, len(sample_photos) * SAMPLE_REPEATS, listed=SAMPLE_REPEATS)
     assert '"output_type": "error"' not in run.executed.read_text()
     assert "Wrote" in run.executed.read_text()  # the executed copy kept its outputs
     assert check_small_figures(run.executed) >= 1  # the grid of photos and their labels
@@ -74,6 +79,9 @@ def test_sample_photos_offline_through_nbmake(tmp_path, sample_photos):
     assert "images classified by ResNet18 actors" in text
     assert "Dataset execution made no progress" in text and "never got a CPU" in text
     assert "Answer: the pool without max_restarts fused" in text  # and only that one
+    for stage in ("MapBatches(decode_batch)", "MapBatches(ResNetPredictor)"):
+        assert f"{stage}: 3 tasks executed" in text  # stats(): the stages' batches
+    assert "The model stage kept" in text and "of its 1 actor(s) at work" in text
     assert run.summary["num_failed"] == 0
     assert run.summary["accuracy"] is None  # the sample photos carry no labels
     assert run.summary["parity"]["ok"] and run.summary["parity"]["checked"] == 8

@@ -28,6 +28,7 @@ from nbhelpers.decode import failure_kind
 from nbhelpers.labels import imagenet_categories, labels_from_paths
 from nbhelpers.loading import WeightsUnavailableError
 from nbhelpers.reading import prepare_image
+from nbhelpers.sources import SAMPLE_REPEATS
 
 NOTEBOOK = "02_vit_classification"
 NOTEBOOK_PATH = ROOT / "notebooks" / f"{NOTEBOOK}.ipynb"
@@ -156,7 +157,9 @@ def test_the_lesson_is_in_the_notebooks_own_cells():
         assert call in code, call
     assert 'pipeline("image-classification"' in code and "max_restarts=0" in code
     assert "concurrency=" not in code
-    assert code.count("nbhelpers") == 1  # one import line for the helpers
+    imports = [line for line in code.splitlines() if "nbhelpers" in line]
+    # the helpers in one import, and the stats table's module where the lesson reads stats()
+    assert imports == ["from nbhelpers import (", "from nbhelpers import stats"], imports
     solutions = [cell for cell in cells if "solution" in cell.metadata.get("tags", [])]
     assert len(solutions) >= 3
     assert all(cell.metadata["jupyter"]["source_hidden"] for cell in solutions)
@@ -178,17 +181,18 @@ def stdout_of(executed: Path, fragment: str) -> str:
 
 @pytest.mark.notebook
 def test_sample_photos_offline(run_notebook, tmp_path, sample_photos):
-    """Batches of 5: the 8 photos of the single batch meet other neighbours in the scaled-up
-    run (the default, 16, would put all 12 photos in one call); the exercises run."""
-    parameters = {"pretrained": False, "data_uri": "sample", "batch_size": 5}
+    """The lesson's offline parameters: the sample's 48 rows make three batches of 16, where
+    the single batch's 8 photos come back beside other ones; the exercises run."""
+    parameters = {"pretrained": False, "data_uri": "sample"}
     run = run_notebook(NOTEBOOK, tmp_path, exercises=True, **parameters)
-    check_contract(run, len(sample_photos))
+    check_contract(run, len(sample_photos) * SAMPLE_REPEATS, listed=SAMPLE_REPEATS)
     summary, predictions = run.summary, run.predictions
     assert summary["num_failed"] == 0
     assert summary["accuracy"] is None  # the sample photos carry no labels
     assert summary["parity"] == {"checked": 8, "matching": 8, "ok": True}
     assert summary["parameters"]["model_id"] == vit.VIT_MODEL_ID
-    assert summary["parameters"]["batch_size"] == 5 and "variants" not in summary
+    assert summary["parameters"]["batch_size"] == 16 and "variants" not in summary
+    assert "MapBatches(ViTPredictor): 3 tasks executed" in run.executed.read_text()
     assert set(predictions["label"]) <= set(imagenet_categories())
     assert predictions["label_index"].between(0, 999).all()
     assert predictions["score"].between(0, 1).all()
