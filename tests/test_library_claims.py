@@ -14,7 +14,7 @@ import pytest
 import ray
 import torch
 from ray.data._internal.execution.resource_manager import ResourceManager
-from ray.data._internal.stats import OperatorStatsSummary
+from ray.data._internal.stats import DatasetStatsSummary, OperatorStatsSummary
 from torchvision.transforms.v2.functional import normalize
 
 from nbhelpers import cluster, devices
@@ -90,6 +90,8 @@ def test_stats_rates_are_rows_over_the_stage_window_and_over_its_tasks_time(loca
     assert "self.output_num_rows.sum / self.time_total_s" in window
     one_task = inspect.getsource(OperatorStatsSummary.num_rows_per_task_s.fget)
     assert "self.output_num_rows.sum / self.wall_time.sum" in one_task
+    produced_in = inspect.getsource(OperatorStatsSummary.from_block_metadata)
+    assert "time_total_s = latest_end_time - earliest_start_time" in produced_in
 
     class Sleeper:  # defined here, so that Ray ships it by value to its actors
         """A quarter of a second per batch: the stage that holds the run."""
@@ -109,6 +111,18 @@ def test_stats_rates_are_rows_over_the_stage_window_and_over_its_tasks_time(loca
         table = stage_table(dataset.materialize().stats())
         assert table.loc["MapBatches(Sleeper)", "rows"] == 64
         assert at_least <= table.loc["MapBatches(Sleeper)", "at_work"] <= actors * 1.05
+
+
+def test_the_write_stage_returns_one_row_per_write_task(local_ray, tmp_path):
+    # Notebook 01, "Where the time went": the dataset's throughput, the last line of stats(),
+    # counts the rows of the last stage, the write, which returns one per write task.
+    assert "self.operators_stats[-1].output_num_rows" in inspect.getsource(
+        DatasetStatsSummary.num_rows_per_s.fget
+    )
+    dataset = ray.data.range(64, override_num_blocks=4)
+    dataset.write_parquet(str(tmp_path))
+    write = stage_table(dataset.stats()).iloc[-1]  # here fused with the read: ReadRange->Write
+    assert write.name.endswith("Write") and write["tasks"] == write["rows"] == 4
 
 
 def test_normalize_uses_tensors_already_on_the_device_as_they_are():
