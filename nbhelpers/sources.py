@@ -27,7 +27,7 @@ SAMPLE_PHOTOS = {  # real photos that ship inside scikit-image and matplotlib: o
 }
 
 # "sample" lists each photo this many times (48 rows), so that an offline run has several
-# batches per stage and stats() can show the stages working at the same time.
+# batches per stage for stats() to report on (one batch of 12 says nothing about waiting).
 SAMPLE_REPEATS = 4
 
 _IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
