@@ -152,9 +152,9 @@ def compare_detections(
         scaled_rows.setdefault(row["path"], []).append(row)
     rows = []
     for row in single.to_dict("records"):
-        compared = []
+        own, compared = _detections(row), []
         for copy in scaled_rows.get(row["path"], [{}]):
-            own, other = _detections(row), _detections(copy)
+            other = _detections(copy)
             missing_there, ious, gaps = _unmatched(own, other, *settings)
             unmatched = missing_there + _unmatched(other, own, *settings)[0]
             compared.append(

@@ -9,7 +9,7 @@ import pandas as pd
 # One stage of the report (Ray 2.60, ``ray/data/_internal/stats.py``): its header line, then
 # its lines up to the next stage or the dataset's own lines.
 _STAGE = re.compile(
-    r"^Operator \d+ (?P<stage>.+?): (?P<tasks>\d+) tasks executed, (?P<blocks>\d+) blocks "
+    r"^Operator \d+ (?P<stage>.+?): (?P<tasks>\d+) tasks executed, \d+ blocks "
     r"produced in (?P<seconds>[\d.]+)s$(?P<body>.*?)(?=^Operator |^Dataset |\Z)",
     re.M | re.S,
 )
@@ -31,14 +31,14 @@ def stage_table(report: str) -> pd.DataFrame:
     rows = []
     for match in _STAGE.finditer(report):
         body = match["body"]
-        rate, task_rate = _RATE.search(body), _TASK_RATE.search(body)
+        rate, task_rate, out = _RATE.search(body), _TASK_RATE.search(body), _ROWS.search(body)
         if not (rate and task_rate):
             continue
         rows.append(
             {
                 "stage": match["stage"],
                 "tasks": int(match["tasks"]),
-                "rows": int(_ROWS.search(body)[1]) if _ROWS.search(body) else None,
+                "rows": int(out[1]) if out else None,
                 "seconds": float(match["seconds"]),
                 "rows_per_s": float(rate[1]),
                 "rows_per_s_one_task": float(task_rate[1]),
