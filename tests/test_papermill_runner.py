@@ -99,7 +99,12 @@ def test_a_time_out_stops_the_kernel_and_what_it_started(tmp_path):
     start = time.monotonic()
     run = execute_notebook(notebook, tmp_path / "out", timeout_s=12)
     assert time.monotonic() - start < 30
-    assert run.timed_out and run.error == "ran past 12s and was stopped"
+    assert run.timed_out
+    # cells: parameters, papermill's injected parameters, the hanging cell (the third)
+    assert (
+        run.error
+        == "ran past 12s and was stopped, in cell #3 (import os, pathlib, subprocess, time)"
+    )
     assert pid_file.is_file(), f"the kernel never reached the hanging cell:\n{run.output[-3000:]}"
     kernel, child = map(int, pid_file.read_text().split())
     deadline = time.monotonic() + 10
@@ -107,3 +112,26 @@ def test_a_time_out_stops_the_kernel_and_what_it_started(tmp_path):
         time.sleep(0.2)
     assert not is_running(kernel), "the kernel survived the time-out"
     assert not is_running(child), "a process the kernel started survived the time-out"
+
+
+def test_a_cell_past_its_limit_stops_the_run_and_is_named(tmp_path):
+    """Each cell has a limit (papermill's execution_timeout) well inside the outer one: the
+    run stops at it, and the error and the executed copy say which cell passed it."""
+    notebook = write_notebook(
+        tmp_path / "slow.ipynb",
+        "print('fine so far')",
+        "import time\ntime.sleep(600)",
+        "print('never')",
+    )
+    start = time.monotonic()
+    run = execute_notebook(notebook, tmp_path / "out", timeout_s=120, cell_timeout_s=5)
+    assert time.monotonic() - start < 60
+    assert not run.timed_out and run.returncode == 1, run.output[-3000:]
+    assert run.error.startswith("CellTimeoutError: The cell ran past its limit of 5 s")
+    assert run.error.endswith("(cell In [4] of slow.ipynb)"), run.error
+    assert "cell In [4] of slow.ipynb ran past its limit of 5 s" in run.output
+    cells = nbformat.read(run.executed, 4).cells
+    # cells: parameters, papermill's injected parameters, print, sleep, print
+    assert cells[3].metadata.papermill.status == "failed"
+    assert cells[3].outputs[-1].ename == "CellTimeoutError"
+    assert cells[4].metadata.papermill.status == "pending" and not cells[4].outputs

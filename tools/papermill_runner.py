@@ -10,13 +10,19 @@ benchmarks all call :func:`execute_notebook`. Papermill runs in a subprocess
   lists and strings reach the notebook with their types;
 - stopping the kernel at once when the notebook is done or has failed, so that
   its Ray driver prints no stack trace (see :func:`run_papermill`);
-- under an outer time limit, because papermill waits forever when its kernel
-  dies (for instance when it is killed for memory). On a time-out the whole
-  process tree is stopped: papermill, the kernel, and the local Ray instance the
-  kernel started. Other Ray instances on the machine are left alone.
+- with a time limit for every cell (papermill's ``execution_timeout``,
+  :data:`CELL_TIMEOUT_S` unless the caller gives another): papermill waits for a
+  cell's reply without end by default, and a reply that never comes (a kernel that
+  died, or a message lost on the way) would hold the job for ever. A cell that
+  passes its limit fails the run, and the executed copy says so in that cell;
+- under an outer time limit for the whole run, because papermill waits forever when
+  its kernel dies (for instance when it is killed for memory). On a time-out the
+  whole process tree is stopped: papermill, the kernel, and the local Ray instance
+  the kernel started. Other Ray instances on the machine are left alone.
 
 A failed execution says why in one line, :attr:`NotebookExecution.error`: the
-notebook's own exception, read from the failing cell's output in the executed copy.
+notebook's own exception, read from the failing cell's output in the executed copy;
+for a time-out, which cell was running.
 """
 
 from __future__ import annotations
@@ -40,6 +46,12 @@ KERNEL = "python3"
 """Papermill's kernel: ``python3`` resolves to the Python that runs papermill."""
 ERROR_TEXT_LIMIT = 600
 """At most this many characters of an exception's message in :attr:`NotebookExecution.error`."""
+CELL_TIMEOUT_S = 1800
+"""The default limit of one cell, in seconds: Ray Data's own limit for a run that makes no
+progress (``execution_no_progress_timeout_s``, 30 minutes). ``make run``'s longest cell, the
+whole dataset through the model, takes minutes on a CPU."""
+CELL_TIMEOUT_ERROR = "CellTimeoutError"
+"""The ``ename`` of the error output the runner writes into a cell that passed its limit."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,8 @@ class NotebookExecution:
     timeout_s: float
     output: str = ""
     """What papermill printed (stderr after stdout), when the caller captured it."""
+    cell_timeout_s: int | None = None
+    """Each cell's limit (papermill's ``execution_timeout``)."""
 
     @property
     def timed_out(self) -> bool:
@@ -73,7 +87,10 @@ class NotebookExecution:
         last line it printed, if the output was captured.
         """
         if self.timed_out:
-            return f"ran past {self.timeout_s:g}s and was stopped"
+            running = running_cell(self.executed)
+            return f"ran past {self.timeout_s:g}s and was stopped" + (
+                f", in {running}" if running else ""
+            )
         if self.returncode == 0:
             return None
         cell_error = notebook_error(self.executed)
@@ -95,14 +112,67 @@ def notebook_error(executed: Path) -> str | None:
         notebook = nbformat.read(executed, as_version=4)
     except (OSError, ValueError):  # missing, or not a notebook (nbformat's NotJSONError)
         return None
-    for cell in reversed(notebook.cells):  # papermill stops at the first error: the last one
+    for index in reversed(range(len(notebook.cells))):  # papermill stops at the first error
+        cell = notebook.cells[index]
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
                 lines = [line.strip() for line in output.get("evalue", "").splitlines()]
                 message = " ".join([line for line in lines if line][:2])[:ERROR_TEXT_LIMIT]
-                where = f"cell In [{cell.get('execution_count')}] of {executed.name}"
+                where = f"{cell_name(cell, index)} of {executed.name}"
                 return f"{output.get('ename', 'Error')}{': ' if message else ''}{message} ({where})"
     return None
+
+
+def cell_name(cell: nbformat.NotebookNode, index: int) -> str:
+    """``"cell In [7]"`` as Jupyter numbers a cell that ran; ``"cell #13"`` (its place in the
+    executed copy, from 1) for one that never got a number."""
+    count = cell.get("execution_count")
+    return f"cell In [{count}]" if count else f"cell #{index + 1}"
+
+
+def running_cell(executed: Path) -> str | None:
+    """The cell papermill marked running in ``executed``: ``"cell In [7] (preview = ...)"``
+    with its first line, or ``None`` (no such file, or no cell running)."""
+    try:
+        notebook = nbformat.read(executed, as_version=4)
+    except (OSError, ValueError):
+        return None
+    for index, cell in enumerate(notebook.cells):
+        if cell.metadata.get("papermill", {}).get("status") == "running":
+            first_line = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
+            return f"{cell_name(cell, index)} ({first_line[:120]})"
+    return None
+
+
+def mark_cell_timeout(executed: Path, limit_s: int) -> str | None:
+    """Write into ``executed`` that its running cell passed ``limit_s``: an error output
+    (:data:`CELL_TIMEOUT_ERROR`) and papermill's ``failed`` status; the cell's name, or
+    ``None`` when no cell was running (nothing written then)."""
+    try:
+        notebook = nbformat.read(executed, as_version=4)
+    except (OSError, ValueError):
+        return None
+    started = [
+        index
+        for index, cell in enumerate(notebook.cells)
+        if cell.metadata.get("papermill", {}).get("start_time")
+    ]
+    if not started:
+        return None
+    index = started[-1]  # cells run in order: the last one started is the one that timed out
+    cell = notebook.cells[index]
+    message = (
+        f"The cell ran past its limit of {limit_s} s (papermill's execution_timeout) and "
+        "was stopped: no reply from the kernel in that time."
+    )
+    cell.outputs.append(
+        nbformat.v4.new_output("error", ename=CELL_TIMEOUT_ERROR, evalue=message, traceback=[])
+    )
+    cell.metadata.setdefault("papermill", {})["status"] = "failed"
+    for later in notebook.cells[index + 1 :]:  # papermill's end marks them completed: never ran
+        later.metadata.setdefault("papermill", {})["status"] = "pending"
+    nbformat.write(notebook, executed)
+    return cell_name(cell, index)
 
 
 @dataclass(frozen=True)
@@ -126,6 +196,8 @@ class PapermillJob:
     the traceback."""
     skip_solutions: bool = False
     """Leave out the exercises' solution cells (see :func:`without_solutions`)."""
+    cell_timeout_s: int | None = CELL_TIMEOUT_S
+    """Each cell's limit in seconds (papermill's ``execution_timeout``); ``None``: none."""
 
     def command(self) -> list[str]:
         """The command line that runs this job with :func:`run_papermill`, from
@@ -135,6 +207,7 @@ class PapermillJob:
         command += ["--parameters", json.dumps(dict(self.parameters), default=str)]
         command += ["--progress-bar"] if self.progress_bar else []
         command += ["--skip-solutions"] if self.skip_solutions else []
+        command += ["--cell-timeout", str(self.cell_timeout_s or 0)]
         return command + ([] if self.show_traceback else ["--quiet"])
 
 
@@ -164,8 +237,13 @@ def run_papermill(job: PapermillJob) -> int:
     with a C++ stack trace on the terminal (``*** SIGTERM received ...``). The end is
     the same kill, without the dump and 5 s sooner; the executed copy is complete by
     then, and a notebook that shut Ray down has nothing left to stop.
+
+    A cell that runs past ``job.cell_timeout_s`` stops the run (nbclient's
+    ``CellTimeoutError``); the executed copy then holds an error output in that cell
+    (:func:`mark_cell_timeout`), so that :func:`notebook_error` names it.
     """
     import papermill  # here: importing this module for its other functions stays light
+    from nbclient.exceptions import CellTimeoutError
 
     try:
         papermill.execute_notebook(
@@ -176,10 +254,19 @@ def run_papermill(job: PapermillJob) -> int:
             cwd=str(job.cwd),
             progress_bar=job.progress_bar,
             shutdown_kernel="immediate",
+            execution_timeout=job.cell_timeout_s,
         )
     except papermill.PapermillExecutionError as error:
         if job.show_traceback:
             print(error, file=sys.stderr)
+        return 1
+    except CellTimeoutError:
+        where = mark_cell_timeout(job.executed, job.cell_timeout_s or 0) or "a cell"
+        print(
+            f"{where} of {job.notebook.name} ran past its limit of {job.cell_timeout_s} s "
+            "and was stopped",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -200,6 +287,7 @@ def execute_notebook(
     executed: str | Path | None = None,
     capture_output: bool = True,
     skip_solutions: bool = False,
+    cell_timeout_s: int | None = CELL_TIMEOUT_S,
 ) -> NotebookExecution:
     """Execute ``notebook`` with papermill in a subprocess, stopped after ``timeout_s`` seconds.
 
@@ -209,6 +297,9 @@ def execute_notebook(
             parameter unless ``parameters`` sets it.
         parameters: the notebook's parameters, as Python values.
         timeout_s: the outer time limit for the whole execution.
+        cell_timeout_s: the limit of each cell (papermill's ``execution_timeout``);
+            ``None``: no limit per cell, only the outer one. A cell past its limit fails
+            the run with a ``CellTimeoutError`` in that cell of the executed copy.
         env: environment variables to set; an empty value removes one.
         executed: where the executed copy goes (default: ``<output_dir>/<name>.ipynb``).
         capture_output: keep papermill's output in the result, with a failing cell's
@@ -232,7 +323,14 @@ def execute_notebook(
     # Printed on a terminal: a progress bar, and no traceback (the caller prints `error`).
     printed = not capture_output
     command = PapermillJob(
-        notebook, executed, parameters, notebook.parent, printed, not printed, skip_solutions
+        notebook,
+        executed,
+        parameters,
+        notebook.parent,
+        printed,
+        not printed,
+        skip_solutions,
+        cell_timeout_s,
     ).command()
     start = time.perf_counter()
     process = subprocess.Popen(
@@ -259,6 +357,7 @@ def execute_notebook(
         returncode=returncode,
         timeout_s=timeout_s,
         output=(stdout or "") + (stderr or ""),
+        cell_timeout_s=cell_timeout_s,
     )
 
 
@@ -314,6 +413,12 @@ def main(argv: list[str] | None = None) -> int:
         "-q", "--quiet", action="store_true", help="no traceback for a failing cell"
     )
     parser.add_argument("--skip-solutions", action="store_true", help="leave out the answers")
+    parser.add_argument(
+        "--cell-timeout",
+        type=int,
+        default=CELL_TIMEOUT_S,
+        help=f"seconds each cell may run (default {CELL_TIMEOUT_S}; 0: no limit)",
+    )
     args = parser.parse_args(argv)
     parameters = json.loads(args.parameters)
     return run_papermill(
@@ -325,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             args.progress_bar,
             not args.quiet,
             args.skip_solutions,
+            args.cell_timeout or None,
         )
     )
 

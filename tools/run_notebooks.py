@@ -17,7 +17,7 @@ from pathlib import Path
 
 from nbhelpers import catalog
 from nbhelpers.project import OUTPUT_ROOT
-from tools.papermill_runner import execute_notebook
+from tools.papermill_runner import CELL_TIMEOUT_S, execute_notebook
 from tools.report import NotebookReport, read_summary, render_html, write_index
 
 SMOKE_PARAMETERS = {"pretrained": False, "data_uri": "sample", "num_images": 8}
@@ -47,11 +47,13 @@ def execute(
     parameters: dict[str, object],
     timeout_s: int,
     skip_solutions: bool = False,
+    cell_timeout_s: int | None = CELL_TIMEOUT_S,
 ) -> NotebookReport:
     """Execute one notebook into ``<output_root>/<name>/``, render it as HTML, read its summary.
 
-    A failure (an error in a cell, or more than ``timeout_s`` seconds) is recorded
-    in the report rather than raised, so that the other notebooks still run.
+    A failure (an error in a cell, more than ``cell_timeout_s`` seconds in one cell, or
+    more than ``timeout_s`` in all) is recorded in the report rather than raised, so that
+    the other notebooks still run.
     """
     output_dir = output_root / notebook.stem
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -63,6 +65,7 @@ def execute(
         timeout_s=timeout_s,
         capture_output=False,
         skip_solutions=skip_solutions,
+        cell_timeout_s=cell_timeout_s,
     )
     page = None
     if run.executed.is_file():
@@ -103,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per notebook")
     parser.add_argument(
+        "--cell-timeout",
+        type=int,
+        default=CELL_TIMEOUT_S,
+        help=f"seconds per cell, papermill's execution_timeout (default {CELL_TIMEOUT_S}; 0: none)",
+    )
+    parser.add_argument(
         "--skip-solutions",
         action="store_true",
         help="leave out the exercises' solution cells: a job that needs only the results",
@@ -117,7 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     for number, notebook in enumerate(notebooks, start=1):
         shown = parameters or "(default parameters)"
         print(f"==> [{number}/{len(notebooks)}] {notebook.name} {shown}", flush=True)
-        report = execute(notebook, output_root, parameters, args.timeout, args.skip_solutions)
+        report = execute(
+            notebook,
+            output_root,
+            parameters,
+            args.timeout,
+            args.skip_solutions,
+            args.cell_timeout or None,
+        )
         reports.append(report)
         cells = report.cells()
         figures = (
