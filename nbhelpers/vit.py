@@ -1,8 +1,9 @@
 """The Vision Transformer of notebook 02: what ``transformers.pipeline(...)`` loads, and its labels.
 
-The notebook calls ``pipeline("image-classification", model=...)`` itself; around that
-call, this module picks the model (a hub id, a folder, or offline a tiny seeded ViT),
-turns loading failures into advice, and gives the read tasks the processor's resize.
+The notebook calls ``pipeline("image-classification", model=...)`` itself, inside
+:func:`model_to_load`, which picks the model (a hub id, a folder, or offline a tiny seeded
+ViT) and turns loading failures into advice; :func:`read_preprocessing` gives the read
+tasks the pipeline's image processor with its resize only.
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ VIT_MODEL_ID = "google/vit-base-patch16-224"
 """The pretrained ViT of notebook 02 on the Hugging Face hub (ImageNet-1k classes)."""
 
 PREDICTION_SCHEMA = CLASSIFIER_SCHEMA
-"""The columns of notebook 02's rows: those of every classifier lesson
-(:data:`nbhelpers.classifier.PREDICTION_SCHEMA`), named here because the notebook's own
-``classifier`` is the pipeline."""
+"""The columns of a ViT's rows: those of every classifier lesson
+(:data:`nbhelpers.classifier.PREDICTION_SCHEMA`)."""
 
 OFFLINE_VIT_LAYOUT = {
     "image_size": 224,
@@ -100,6 +100,16 @@ def model_source(pretrained: bool, model_id: str = VIT_MODEL_ID) -> str:
             "processor.save_pretrained write them), or a Hugging Face hub id."
         )
     return str(folder)
+
+
+@contextmanager
+def model_to_load(pretrained: bool, model_id: str = VIT_MODEL_ID) -> Iterator[str]:
+    """What ``pipeline(model=...)`` loads (:func:`model_source`), for a ``with`` block around
+    the loading that turns a model neither cached nor downloadable into advice
+    (:func:`model_loading`)."""
+    source = model_source(pretrained, model_id)
+    with model_loading(source):
+        yield source
 
 
 @contextmanager
