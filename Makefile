@@ -45,7 +45,7 @@ NB ?=
 P ?=
 JOB_ARGS := $(if $(NB),--only $(NB)) $(foreach kv,$(P),-p $(firstword $(subst =, ,$(kv))) $(patsubst $(firstword $(subst =, ,$(kv)))=%,%,$(kv)))
 
-.PHONY: setup run smoke test test-long test-kernel wheel lab lint style clean bench bench-vit bench-feed doctor prefetch lock gpu-wheels gpu-check time-tables FORCE
+.PHONY: setup run smoke job test test-long test-kernel wheel lab lint style clean bench bench-vit bench-feed doctor prefetch lock gpu-wheels gpu-check time-tables FORCE
 
 setup: $(READY)  ## the environment: the exact versions of constraints.txt (a torch already there is kept), and the Jupyter kernel
 
@@ -77,6 +77,9 @@ run: $(READY)  ## every notebook with its default parameters (pretrained weights
 
 smoke: $(READY)  ## every notebook offline: random weights, the sample photos, a few images
 	$(BIN)/python -m tools.run_notebooks --smoke $(JOB_ARGS)
+
+job: $(READY)  ## a notebook's job as a script: its parameters and pipeline cells (NB=01; outputs/jobs/)
+	$(BIN)/python -m tools.export_job $(or $(NB),01) $(foreach kv,$(P),-p $(firstword $(subst =, ,$(kv))) $(patsubst $(firstword $(subst =, ,$(kv)))=%,%,$(kv)))
 
 test: $(READY)  ## unit tests and every notebook executed offline (under 10 minutes)
 	$(BIN)/python -m pytest

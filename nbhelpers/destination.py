@@ -17,6 +17,7 @@ import pyarrow.fs as pafs
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from nbhelpers.project import OUTPUT_ROOT
 from nbhelpers.s3 import S3SourceError, s3_filesystem
 
 
@@ -65,8 +66,10 @@ class OutputLocation:
         return text + "."
 
 
-def output_location(output_dir: str | os.PathLike) -> OutputLocation:
+def output_location(output_dir: str | os.PathLike | None, notebook: str = "") -> OutputLocation:
     """Check that ``output_dir`` can take the results, before any model work.
+
+    ``output_dir=None``: ``outputs/<notebook>`` at the project's root.
 
     ``output_dir``: a local folder (created if needed, also on a shared file system) or
     ``s3://bucket/prefix``, with the endpoint and credentials rules of ``data_uri``.
@@ -74,6 +77,8 @@ def output_location(output_dir: str | os.PathLike) -> OutputLocation:
     when the folder cannot be written, an ``s3://`` URI is anonymous or refuses a test
     write, or a local folder would land on another machine (a Ray Client connection).
     """
+    if output_dir is None:
+        output_dir = OUTPUT_ROOT / (notebook or "results")
     uri = os.fspath(output_dir).strip()
     if uri.lower().startswith(("s3://", "s3a://")):
         return _s3_location(uri)

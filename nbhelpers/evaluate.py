@@ -56,17 +56,18 @@ def parity_tolerance(
     """The score tolerance for comparing the single batch with the actors, and why.
 
     ``same_device`` where both ran on the CPU in float32; wider
-    (:data:`HALF_PRECISION_TOLERANCE`) where either ran on a GPU in half precision.
+    (:data:`HALF_PRECISION_TOLERANCE`) where either ran on a GPU (TF32 or half precision).
     """
     if single_device == actors_device == "cpu":
         return same_device, f"Both on the CPU in float32: scores within {same_device:g}."
     tolerance = max(same_device, HALF_PRECISION_TOLERANCE)
     if single_device == actors_device:
-        where = f"Both on {actors_device} in half precision, with batches of other sizes"
+        where = f"Both on {actors_device}, with batches of other sizes"
     else:
         where = f"The single batch on {single_device}, the actors on {actors_device}"
     return tolerance, (
-        f"{where}: scores within {tolerance:g}, since half precision keeps about 3 digits."
+        f"{where}: scores within {tolerance:g}, since a GPU computes in fewer digits "
+        "(TF32 or half precision)."
     )
 
 
@@ -90,6 +91,25 @@ def compare_classifications(
     worst = merged.sort_values(["match", "score_difference"], ascending=[True, False])
     worst = worst.drop_duplicates("path").sort_index()  # one row per image, in single's order
     return worst.drop(columns=["margin"]).reset_index(drop=True)
+
+
+def check_parity(
+    single: pd.DataFrame,
+    scaled: pd.DataFrame,
+    single_device: str,
+    actors_device: str,
+    same_device: float = 1e-3,
+) -> tuple[pd.DataFrame, dict]:
+    """Compare the single batch with the scaled-up run (:func:`compare_classifications`), at
+    the tolerance the two devices allow (:func:`parity_tolerance`), which it prints.
+
+    Returns the comparison, one row per image of the single batch, and its
+    :func:`parity_summary` (``ok`` is False where any image differs).
+    """
+    tolerance, why = parity_tolerance(single_device, actors_device, same_device)
+    print(why)
+    comparison = compare_classifications(single, scaled, tolerance)
+    return comparison, parity_summary(comparison)
 
 
 def parity_summary(comparison: pd.DataFrame) -> dict:
@@ -193,3 +213,25 @@ def evaluate_against_voc_annotations(
     annotations = voc.find_voc_annotations(predictions["path"].tolist(), filesystem)
     evaluation = voc.mean_average_precision(predictions, annotations.annotations, categories)
     return annotations, evaluation
+
+
+def check_detection_parity(
+    single: pd.DataFrame,
+    scaled: pd.DataFrame,
+    score_threshold: float,
+    single_device: str,
+    actors_device: str,
+    same_device: float = 0.01,
+) -> tuple[pd.DataFrame, dict]:
+    """Compare the single batch's detections with the scaled-up run's
+    (:func:`compare_detections`), at the score tolerance the two devices allow
+    (:func:`parity_tolerance`), which it prints.
+
+    Both need ``path``, ``boxes`` (in the same pixels: the original photo's), ``labels`` and
+    ``scores``. Returns the comparison, one row per image of the single batch, and its
+    :func:`parity_summary` (``ok`` is False where any image differs).
+    """
+    tolerance, why = parity_tolerance(single_device, actors_device, same_device)
+    print(why)
+    comparison = compare_detections(single, scaled, score_threshold, tolerance)
+    return comparison, parity_summary(comparison)

@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 import numpy as np
 import pyarrow.fs as pafs
+from PIL.Image import Image
 
 from nbhelpers.decode import DecodedImage, DecodeError, decode, failure_kind, short_message
 from nbhelpers.paths import path_on_disk, printable_path
@@ -91,6 +92,22 @@ def load_image(
         return decode(io.BytesIO(data), min_side, min_long_side=min_long_side)
     with _open_local(path) as file:
         return decode(file, min_side, min_long_side=min_long_side)
+
+
+def open_image(path: str, filesystem: pafs.FileSystem | None, preprocess: Preprocess) -> Image:
+    """One image file, opened safely and decoded upright in RGB, at the smallest scale that
+    ``preprocess`` allows (a 12-megapixel JPEG decodes at a fraction of its size).
+
+    Any failure raises :class:`DecodeError` whose message is a short reason
+    (``"empty file (0 bytes)"``, ``"truncated file: ..."``): a read function keeps it as the
+    row's ``error``. ``filesystem``: S3's, or None for a local file.
+    """
+    try:
+        return load_image(path, filesystem, preprocess.min_side, min_long_side=preprocess.max_side)[0]
+    except DecodeError:
+        raise
+    except Exception as error:  # any surprise becomes a reason too
+        raise DecodeError(f"{type(error).__name__}: {error}") from error
 
 
 @dataclass(frozen=True)
@@ -209,3 +226,21 @@ def first_decoded(
         " ".join(advice) or "Check data_uri, or run offline with data_uri='sample' to try it out."
     )
     raise NoReadableImagesError("\n".join(lines))
+
+
+def open_image_with_size(
+    path: str, filesystem: pafs.FileSystem | None, preprocess: Preprocess
+) -> DecodedImage:
+    """One image file opened safely, as notebook 01's ``open_image`` does it, with the photo's
+    original ``(width, height)`` as viewed: ``image, (width, height) = ...``.
+
+    The decoder may shrink a large photo on the way, so ``image.size`` can be smaller than
+    the photo: a detector's boxes, found on the smaller image, are scaled back with the
+    original size. Raises :class:`DecodeError` with a short reason, as ``open_image``.
+    """
+    try:
+        return load_image(path, filesystem, preprocess.min_side, min_long_side=preprocess.max_side)
+    except DecodeError:
+        raise
+    except Exception as error:  # any surprise becomes a reason too
+        raise DecodeError(f"{type(error).__name__}: {error}") from error

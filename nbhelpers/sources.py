@@ -50,6 +50,7 @@ class ImageSource:
     num_found: int = 0  # image files found, before num_images was applied
     skipped: dict[str, int] = field(default_factory=dict)  # other files, by extension
     repeats: int = 1  # how many times each file is listed (SAMPLE_REPEATS for the sample)
+    note: str = ""  # how many images num_images asked for, as a sentence
 
     def describe(self) -> str:
         """One line for the notebook: where the images are, how many are used, what was skipped."""
@@ -63,7 +64,7 @@ class ImageSource:
                 for ext, count in self.skipped.items()
             )
             text += f"; skipped {sum(self.skipped.values())} other files ({others})"
-        return text
+        return f"{text}. {self.note}" if self.note else text
 
 
 def is_image_name(name: str) -> bool:
@@ -129,14 +130,25 @@ def pick_evenly(paths: list[str], num_images: int | None) -> list[str]:
     return [paths[i] for i in indices]
 
 
-def find_images(data_uri: str | os.PathLike, num_images: int | None = None) -> ImageSource:
+def find_images(
+    data_uri: str | os.PathLike,
+    num_images: int | str | None = None,
+    use_gpu: bool = False,
+    cpu_default: int = 200,
+) -> ImageSource:
     """The images to run on, before any Ray work: at most ``num_images``, spread evenly.
+
+    ``num_images="auto"``: every image where the actors use GPUs (``use_gpu``), else at most
+    ``cpu_default``, so that a laptop run finishes in minutes; the source's ``describe()``
+    says which.
 
     ``data_uri``: a folder (searched recursively), an image file, an ``s3://`` URI, or
     ``"sample"`` (its photos listed :data:`SAMPLE_REPEATS` times, one round after the other,
     when ``num_images`` asks for more than there are).
     Raises :class:`DataSourceError`, saying what to do, when it holds no image.
     """
+    auto = num_images == "auto"
+    num_images, note = choose_num_images(num_images, use_gpu, cpu_default)
     data_uri = os.fspath(data_uri).strip() if isinstance(data_uri, os.PathLike | str) else data_uri
     if not isinstance(data_uri, str) or not data_uri:
         raise DataSourceError(f"data_uri must be {_SUPPORTED}; got {data_uri!r}.")
@@ -195,6 +207,7 @@ def find_images(data_uri: str | os.PathLike, num_images: int | None = None) -> I
         num_found=len(images),
         skipped=dict(sorted(skipped.items())),
         repeats=repeats,
+        note=note if auto else "",
     )
 
 

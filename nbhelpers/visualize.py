@@ -75,8 +75,9 @@ def plot_predictions(
     limit: int = 10,
     ncols: int = 5,
 ) -> JpegImage:
-    """Grid of the first ``limit`` images with predicted label and score (or the error)."""
-    rows = predictions.head(limit)
+    """Grid of the first ``limit`` photos with predicted label and score (or the error); a
+    photo listed several times (the sample's) is shown once."""
+    rows = predictions.drop_duplicates("path").head(limit)
     images = [_load_small(path, filesystem) for path in rows["path"]]
     titles = [
         f"failed:\n{row.error[:40]}" if pd.notna(row.error) else f"{row.label}\n{row.score:.1%}"

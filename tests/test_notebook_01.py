@@ -64,7 +64,7 @@ def check_parity_spans_batches(run) -> None:
 
 def test_sample_photos_offline_through_nbmake(tmp_path, sample_photos):
     """Run by ``pytest --nbmake`` on a copy prepared with the lesson's offline parameters:
-    the sample's 48 rows make three batches of 16, so stats() has several per stage."""
+    the sample's 48 rows make three batches of 16, three model calls."""
     from conftest import execute_with_nbmake
 
     parameters = {"pretrained": False, "data_uri": "sample"}
@@ -73,15 +73,12 @@ def test_sample_photos_offline_through_nbmake(tmp_path, sample_photos):
     assert '"output_type": "error"' not in run.executed.read_text()
     assert "Wrote" in run.executed.read_text()  # the executed copy kept its outputs
     assert check_small_figures(run.executed) >= 1  # the grid of photos and their labels
-    # the exercises ran and answered: batch sizes, fusion, ResNet18 in the pool, starving
+    # the exercises ran and answered: batch sizes, a broken folder through the pool, ResNet18
     text = run.executed.read_text()
-    assert "Answer: batches of 16 run" in text
+    assert "Answer: batches of 4 ran" in text
+    assert "Answer: 3 rows for 3 files" in text
     assert "images classified by ResNet18 actors" in text
-    assert "Dataset execution made no progress" in text and "never got a CPU" in text
-    assert "Answer: the pool without max_restarts fused" in text  # and only that one
-    for stage in ("MapBatches(decode_batch)", "MapBatches(ResNetPredictor)"):
-        assert f"{stage}: 3 tasks executed" in text  # stats(): the stages' batches
-    assert "The model stage kept" in text and "of its 1 actor(s) at work" in text
+    assert run.predictions["model_call"].nunique() == 3  # 48 rows in batches of 16
     assert run.summary["num_failed"] == 0
     assert run.summary["accuracy"] is None  # the sample photos carry no labels
     assert run.summary["parity"]["ok"] and run.summary["parity"]["checked"] == 8

@@ -49,7 +49,6 @@ def test_the_benchmark_runs_the_notebooks_pipeline_cells_from_imports_to_write(e
     assert "import " in cells[0] and "write_parquet(" in cells[-1]
     for call in (
         "start_ray(",
-        '["object_store_memory"]',  # the object store's size, shown
         "from_items(",
         "map_batches(",
         "ActorPoolStrategy(",
