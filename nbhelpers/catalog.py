@@ -72,6 +72,14 @@ NOTEBOOKS = (
         weights=(detection.PRETRAINED_WEIGHTS,),
         predictor="FasterRCNNPredictor",
     ),
+    NotebookEntry(
+        "04_what_makes_it_fast",
+        model_module="resnet",
+        model_call="torch.inference_mode()",
+        dataset=IMAGENETTE_VAL_URI,
+        weights=(resnet.PRETRAINED_WEIGHTS,),
+        predictor="ResNetPredictor",
+    ),
 )
 
 

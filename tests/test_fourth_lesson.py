@@ -18,10 +18,10 @@ import sys
 import pytest
 from conftest import ROOT
 
-NAME = "04_resnet18_classification"
+NAME = "05_resnet18_classification"
 MODULE = "small_resnet"
 
-MODEL_MODULE = '''"""ResNet18 for notebook 04, pretrained or offline (seeded random weights)."""
+MODEL_MODULE = '''"""ResNet18 for notebook 05, pretrained or offline (seeded random weights)."""
 
 from __future__ import annotations
 
@@ -52,15 +52,15 @@ CATALOG_ENTRY = (  # one more NotebookEntry, then the list's closing parenthesis
     + "),\n)\n"
 )
 
-LESSON_TEST = f'''"""Notebook 04, offline, through make smoke's runner: the contract's counts and its report."""
+LESSON_TEST = f'''"""Notebook 05, offline, through make smoke's runner: the contract's counts and its report."""
 
 import json
 
 from tools import run_notebooks
 
 
-def test_notebook_04_offline(tmp_path):
-    args = ["--smoke", "--only", "04", "--skip-solutions", "--output-root", str(tmp_path)]
+def test_notebook_05_offline(tmp_path):
+    args = ["--smoke", "--only", "05", "--skip-solutions", "--output-root", str(tmp_path)]
     assert run_notebooks.main([*args, "-p", "num_images", "4"]) == 0
     summary = json.loads((tmp_path / "{NAME}" / "summary.json").read_text())
     assert summary["notebook"] == "{NAME}" and summary["num_images_in"] == 4
@@ -74,7 +74,7 @@ launched = time.time()
 from torchvision.models import ResNet18_Weights
 from benchmarks.pipelines import notebook_entry, run_notebook_pipeline
 from nbhelpers.classifier import classifier_spec
-entry = notebook_entry("04")
+entry = notebook_entry("05")
 run = {"launched": launched, "folder": "sample", "num_images": 4, "batch_size": 2,
        "output_dir": sys.argv[1]}
 timings = run_notebook_pipeline(
@@ -90,16 +90,18 @@ def build_fourth_lesson(copy) -> list[str]:
     for cell in notebook["cells"]:
         source = "".join(cell["source"])
         source = source.replace("resnet.build_resnet152(", f"{MODULE}.build_resnet18(")
-        source = source.replace(  # its model module instead of resnet, in the same import
-            "    resnet,\n    results,\n    sources,\n",
-            f"    results,\n    {MODULE},\n    sources,\n",
-        )
+        if "NOTEBOOK = " in source:  # the imports cell: its model module too
+            source = source.replace(
+                "from nbhelpers import ",
+                f"from nbhelpers import {MODULE}\nfrom nbhelpers import ",
+                1,
+            )
         source = source.replace("01_resnet_classification", NAME)
         cell["source"] = source.splitlines(keepends=True)
     pieces = {
         f"notebooks/{NAME}.ipynb": json.dumps(notebook, indent=1, ensure_ascii=False) + "\n",
         f"nbhelpers/{MODULE}.py": MODEL_MODULE,
-        "tests/test_notebook_04.py": LESSON_TEST,
+        "tests/test_notebook_05.py": LESSON_TEST,
     }
     for path, text in pieces.items():
         (copy / path).write_text(text)
@@ -144,11 +146,11 @@ def test_a_fourth_lesson_is_four_files(tmp_path):
         "-q",
         "-p",
         "no:cacheprovider",
-        "tests/test_notebook_04.py",
+        "tests/test_notebook_05.py",
         "tests/test_package.py",
         "tests/test_project.py",
         "-k",
-        f"04 or {shape}",
+        f"05 or {shape}",
         timeout=600,
     )
     # The benchmark's loader, on the notebook's own pipeline cells.
