@@ -203,14 +203,43 @@ def run_collection(run: dict) -> dict:
 
 
 def run_vit(run: dict) -> dict:
-    """Notebook 02's pipeline; the image processor resizes in the read tasks or in the actor."""
+    """Notebook 02's pipeline; the image processor resizes in the read tasks or in the actor.
+
+    ``vit_processor_in_actor``: the read tasks keep each photo whole (the notebook's
+    ``read_images``, one file at a time, so that photos of any size make one batch), and the
+    actor resizes each one with the processor before the notebook's ``classify``.
+    """
+    import numpy as np
 
     def keep_whole(namespace: dict) -> None:
-        if "preprocess" in namespace and not namespace.get("kept_whole"):
-            from nbhelpers import vit
+        from nbhelpers import vit
 
-            namespace["preprocess"] = vit.read_preprocessing(namespace["classifier"], True)
+        if "vit_pipeline" in namespace and not namespace.get("kept_whole"):
+            namespace["preprocess"] = vit.read_preprocessing(namespace["vit_pipeline"], True)
             namespace["kept_whole"] = True
+        if "read_images" in namespace and not namespace.get("reads_whole"):
+            read_images = namespace["read_images"]
+
+            def read_whole(batch: dict, filesystem, preprocess) -> dict:
+                rows = [
+                    read_images({"path": np.array([path])}, filesystem, preprocess)
+                    for path in batch["path"]
+                ]
+                images = np.empty(len(rows), dtype=object)
+                for index, row in enumerate(rows):
+                    images[index] = row["image"][0]
+                errors = np.concatenate([row["error"] for row in rows])
+                return {"path": batch["path"], "image": images, "error": errors}
+
+            namespace["read_images"], namespace["reads_whole"] = read_whole, True
+        if "classify" in namespace and not namespace.get("resizes_in_actor"):
+            classify = namespace["classify"]
+
+            def resize_then_classify(vit_pipeline, images) -> dict:
+                resize = vit.read_preprocessing(vit_pipeline)  # the processor's resize, here
+                return classify(vit_pipeline, np.stack([resize(image) for image in images]))
+
+            namespace["classify"], namespace["resizes_in_actor"] = resize_then_classify, True
 
     adjust = keep_whole if run["pipeline"] == "vit_processor_in_actor" else lambda ns: None
     given = {"model_id": run["vit_model"], "pretrained": True}  # a local folder: no download
