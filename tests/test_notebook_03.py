@@ -1,12 +1,14 @@
-"""Notebook 03 (Faster R-CNN): its lesson's shape, and two offline executions on CPU.
+"""Notebook 03 (Faster R-CNN): its lesson's shape, and offline executions on CPU.
 
-The two executions also sweep the parameters a user will try: a folder whose broken file
-sorts first, ``batch_size=1``, more actors than CPUs; ``num_images=1`` with a ``batch_size``
-larger than the data.
+The VOC-folder execution, with its exercises, also sweeps the parameters a user will try: a
+folder whose broken file sorts first, ``batch_size=1``, more actors than CPUs. The S3 one:
+``num_images=1`` with a ``batch_size`` larger than the data.
 """
 
 from __future__ import annotations
 
+import ast
+import re
 from pathlib import Path
 
 import nbformat
@@ -18,7 +20,7 @@ from test_notebook_01 import MAX_EXECUTED_BYTES, check_parity_spans_batches
 from test_notebook_01 import SUMMARY_FIELDS as CONTRACT_FIELDS
 
 from nbhelpers.columns import as_boxes, as_list
-from nbhelpers.detection import OFFLINE_SCORE_THRESHOLD, PLACEHOLDERS
+from nbhelpers.detection import OFFLINE_SCORE_THRESHOLD
 
 NOTEBOOK = "03_fasterrcnn_detection"
 PATH = Path(__file__).resolve().parent.parent / "notebooks" / f"{NOTEBOOK}.ipynb"
@@ -28,10 +30,10 @@ SUMMARY_FIELDS = CONTRACT_FIELDS | {
     "num_detections",
     "detections_per_class",
     "mean_average_precision",
-    "annotated_images",
 }
 PREDICTION_COLUMNS = {"path", "width", "height", "boxes", "labels", "scores", "error", "node_id"}
 PREDICTION_COLUMNS |= {"model_call"}
+MAX_HELPER_NAMES = 14  # notebook 01 uses 14
 
 VOC_OBJECTS = {  # image -> annotated objects (VOC names, 1-based boxes)
     "2008_000001": [("person", (120, 30, 400, 512))],
@@ -40,30 +42,56 @@ VOC_OBJECTS = {  # image -> annotated objects (VOC names, 1-based boxes)
 }
 
 
-def code_cells() -> list[nbformat.NotebookNode]:
-    return [cell for cell in nbformat.read(PATH, as_version=4).cells if cell.cell_type == "code"]
+def cells(tag: str | None = None) -> list[nbformat.NotebookNode]:
+    """The notebook's code cells, or those tagged ``tag``."""
+    code = [cell for cell in nbformat.read(PATH, as_version=4).cells if cell.cell_type == "code"]
+    return [cell for cell in code if tag is None or tag in cell.metadata.get("tags", [])]
 
 
-def test_the_lesson_keeps_ray_data_and_the_model_call_in_its_own_short_cells():
-    cells = code_cells()
-    source = "\n".join(cell.source for cell in cells)
-    for call in ("map_batches(", "ActorPoolStrategy(", "take_batch(", "write_parquet("):
-        assert call in source, call
-    for call in (
-        "inference_mode()",
-        "draw_bounding_boxes(",
-        "first_decoded(",
-        "predicted_columns(",
+def test_the_job_is_in_the_pipeline_cells_and_runs_as_a_plain_script():
+    job = "\n".join(cell.source for cell in cells("pipeline"))
+    ast.parse(job)  # no magics, no top-level await
+    assert "display(" not in job
+    for definition in (
+        "def read_images(batch",
+        "def detect(model",
+        "def to_photo_pixels(",
+        "class FasterRCNNPredictor:",
+        "SCHEMA = pa.schema(",
     ):
-        assert call in source, call
-    solutions = [cell for cell in cells if "solution" in cell.metadata.get("tags", [])]
-    assert len(solutions) >= 3
-    assert all(cell.metadata["jupyter"]["source_hidden"] for cell in solutions)
+        assert definition in job, definition
+    call = job[job.index("    def __call__(self") :]
+    call = call[: call.index("\n\n") if "\n\n" in call else None]
+    for step in ("detect(self.model", "to_photo_pixels(", "pa.table(rows, schema=SCHEMA)"):
+        assert step in call, step  # the boxes go back to the photo's pixels in plain sight
+    for call_name in ("open_image_with_size(", "ActorPoolStrategy(", "STOP_ON_ACTOR_CRASH"):
+        assert call_name in job, call_name
+    assert job.count("map_batches(") == 2 and "write_parquet(" in job
+    assert "read_predictions(output, source.paths, columns=SCHEMA.names)" in job
+
+
+def test_the_lesson_keeps_to_its_own_subject_with_few_helpers():
+    notebook = nbformat.read(PATH, as_version=4)
+    exercises = next(i for i, c in enumerate(notebook.cells) if c.source.startswith("## Exercises"))
+    lesson = "\n".join(c.source for c in notebook.cells[:exercises] if c.cell_type == "code")
+    for gone in ("autocast", "stats()", "bfloat16", "with_backbone_in", "image_rows"):
+        assert gone not in lesson, gone
+    assert "draw_bounding_boxes(" in lesson and "compare_detections" not in lesson
+    modules = "cluster|destination|detection|evaluate|reading|results|sources|visualize"
+    helpers = set(re.findall(rf"\b(?:{modules})\.\w+", lesson))
+    assert len(helpers) <= MAX_HELPER_NAMES, sorted(helpers)
+    assert "evaluate.check_detection_parity" in helpers  # compare_detections, with its tolerance
+    solutions = cells("solution")
+    assert 2 <= len(solutions) <= 3
+    for cell in solutions:
+        assert cell.metadata["jupyter"]["source_hidden"]
+        assert "ray.data." in cell.source or "dataset." in cell.source
+        assert 'print(f"Answer:' in cell.source
     assert "docs.ray.io" in PATH.read_text()
 
 
 def check_detections(run, expected_paths: int, parity_checked: int) -> None:
-    """DESIGN.md's contract plus what a detection row promises: boxes on the original image."""
+    """DESIGN.md's contract plus what a detection row promises: boxes on the original photo."""
     summary, predictions = run.summary, run.predictions
     assert SUMMARY_FIELDS <= set(summary)
     assert summary["notebook"] == NOTEBOOK
@@ -81,19 +109,23 @@ def check_detections(run, expected_paths: int, parity_checked: int) -> None:
     assert summary["score_threshold"] == OFFLINE_SCORE_THRESHOLD
     assert summary["parity"] == {"checked": parity_checked, "matching": parity_checked, "ok": True}
 
-    total = 0
+    total, per_class = 0, {}
     for row in predictions[predictions["error"].isna()].itertuples():
         width, height = Image.open(row.path).size
         assert (row.width, row.height) == (width, height), row.path
         boxes, labels, scores = as_boxes(row.boxes), as_list(row.labels), as_list(row.scores)
-        assert len(boxes) == len(labels) == len(scores) == row.num_detections
+        assert len(boxes) == len(labels) == len(scores)
         assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all(), row.path
         assert (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all(), row.path
         assert (boxes[:, :2] <= boxes[:, 2:]).all(), row.path
         assert all(s >= summary["score_threshold"] for s in scores)
-        total += sum(label not in PLACEHOLDERS for label in labels)  # 80 classes, no N/A
+        assert list(scores) == sorted(scores, reverse=True)  # most confident first
+        total += len(labels)
+        for label in labels:
+            per_class[label] = per_class.get(label, 0) + 1
     assert total == summary["num_detections"] > 0
-    assert sum(summary["detections_per_class"].values()) <= total
+    for label, count in summary["detections_per_class"].items():
+        assert per_class[label] == count
     check_quiet(run.executed)
 
 
@@ -119,13 +151,23 @@ def voc_folder(tmp_path_factory, sample_photos) -> Path:
     return images
 
 
+def solution_outputs(executed: Path) -> list[str]:
+    """The printed text of each solution cell of an executed notebook."""
+    notebook = nbformat.read(executed, as_version=4)
+    return [
+        "".join(output.get("text", "") for output in cell.outputs)
+        for cell in notebook.cells
+        if "solution" in cell.metadata.get("tags", [])
+    ]
+
+
 @pytest.mark.notebook
 def test_voc_folder_broken_file_first_one_photo_per_batch_more_actors_than_cpus(
     run_notebook, tmp_path, voc_folder
 ):
-    """The single batch skips the broken first file; alone in its block, the failed row's null
-    boxes still share the Parquet schema of the others; mAP against the annotations. The
-    exercises run too."""
+    """The single batch reads the first four files, one of them broken; alone in its block,
+    the failed row's null boxes still share the Parquet schema of the others; mAP against the
+    annotations; the exercises run and answer."""
     run = run_notebook(
         NOTEBOOK,
         tmp_path,
@@ -135,28 +177,34 @@ def test_voc_folder_broken_file_first_one_photo_per_batch_more_actors_than_cpus(
         batch_size=1,
         num_actors=3,
     )
-    check_detections(run, 5, parity_checked=4)
-    assert check_small_figures(run.executed) >= 2  # the single batch and the run's boxes
-    # Exercise 1 counts what section 6 counted: COCO's classes, the "N/A" placeholders left out.
-    answer = f"Answer: {run.summary['num_detections']} detections at the run's threshold"
-    assert answer in run.executed.read_text()
+    check_detections(run, 5, parity_checked=3)
+    assert check_small_figures(run.executed) >= 3  # the single batch, the run, exercise 2
     failed = run.predictions[run.predictions["error"].notna()]
     assert list(failed["path"].map(lambda p: Path(p).name)) == ["2008_000000.jpg"]
-    assert failed["boxes"].isna().all() and (failed["num_detections"] == -1).all()
+    assert failed["boxes"].isna().all() and (failed[["width", "height"]] == 0).all().all()
     assert "truncated" in failed["error"].iloc[0]
-    # The failed row's null boxes were written with the others' type (one schema in every
-    # Parquet file, about 1,000 rows a file), and pandas read them back above.
     files = sorted((tmp_path / "predictions").glob("*.parquet"))
     tables = [pq.read_table(f) for f in files]
     assert any(failed["path"].iloc[0] in table.column("path").to_pylist() for table in tables)
     assert all(str(table.schema.field("boxes").type).startswith("list") for table in tables)
     evaluation = run.summary["mean_average_precision"]
     assert evaluation is not None and evaluation["images"] == 3
-    assert run.summary["annotated_images"] == 3
     for key in ("map", "map_50", "map_75"):
         assert -1 <= evaluation[key] <= 1
     assert run.summary["parameters"]["batch_size"] == 1
     assert run.summary["resources"]["actors"] == 3
+
+    answers = solution_outputs(run.executed)
+    assert len(answers) == 3 and all("Answer: " in answer for answer in answers)
+    # 1: the read stage's image column holds the photos at their own (different) shapes.
+    assert "Answer: 4 photos, each an array of its own shape; np.stack refuses them" in answers[0]
+    # 2: a photo three times the first one's size: its row has that size, boxes within it.
+    width, height = Image.open(voc_folder / "2008_000001.jpg").size
+    assert f"Answer: the photo is {3 * width} x {3 * height} px" in answers[1]
+    reach = re.search(r"boxes reach x = (\d+) and y = (\d+)", answers[1])
+    assert reach and int(reach[1]) <= 3 * width and int(reach[2]) <= 3 * height
+    # 3: the counts at the run's threshold are those of summary.json, fewer higher up.
+    assert f"Answer: {run.summary['num_detections']} boxes at the run's threshold" in answers[2]
 
 
 @pytest.mark.notebook
@@ -172,6 +220,4 @@ def test_one_sample_photo_with_a_batch_larger_than_the_data_results_to_s3(
     check_detections(run, 1, parity_checked=1)
     assert run.summary["num_failed"] == 0
     assert run.summary["mean_average_precision"] is None  # no annotations beside the photos
-    assert run.summary["annotated_images"] == 0
-    executed = run.executed.read_text()
-    assert "image/jpeg" in executed  # this run's own drawings, photos as JPEG
+    assert "image/jpeg" in run.executed.read_text()  # this run's own drawings, photos as JPEG
