@@ -103,7 +103,9 @@ def open_image(path: str, filesystem: pafs.FileSystem | None, preprocess: Prepro
     row's ``error``. ``filesystem``: S3's, or None for a local file.
     """
     try:
-        return load_image(path, filesystem, preprocess.min_side, min_long_side=preprocess.max_side)[0]
+        return load_image(path, filesystem, preprocess.min_side, min_long_side=preprocess.max_side)[
+            0
+        ]
     except DecodeError:
         raise
     except Exception as error:  # any surprise becomes a reason too
@@ -212,20 +214,40 @@ def first_decoded(
             break
     if decoded:
         return as_batch(decoded, preprocess.fixed_size)
-    kinds = Counter(failure_kind(item.error) for item in failed)
-    examples = {failure_kind(item.error): item for item in reversed(failed)}  # the first of each
+    raise none_read_error([(item.path, item.error) for item in failed], len(source.paths))
+
+
+def rows_read(batch: dict[str, np.ndarray], num_paths: int) -> np.ndarray:
+    """Which rows of a read function's ``batch`` were read (their ``error`` is None).
+
+    Raises :class:`NoReadableImagesError` when none was, saying what failed (by kind, with
+    an example file each) and what to do: with nothing to run the model on, the notebook
+    stops there, not with a NumPy error further on. ``num_paths``: how many images the
+    source lists, for the message.
+    """
+    read = np.array([error is None for error in batch["error"]], dtype=bool)
+    if not read.any():
+        failures = list(zip(batch["path"], batch["error"], strict=True))
+        raise none_read_error(failures, num_paths)
+    return read
+
+
+def none_read_error(failures: list[tuple[str, str]], num_paths: int) -> NoReadableImagesError:
+    """The error for ``failures`` (path, reason), the first images of ``num_paths``, all failed."""
+    kinds = Counter(failure_kind(error) for _, error in failures)
+    examples = {failure_kind(error): (path, error) for path, error in reversed(failures)}
     lines = [
-        f"None of the first {len(failed)} of {len(source.paths)} images could be read, so "
+        f"None of the first {len(failures)} of {num_paths} images could be read, so "
         "there is nothing to run the model on. By kind:"
     ]
     for kind, number in kinds.most_common():
-        example = examples[kind]
-        lines.append(f"  {number} x {kind}, e.g. {printable_path(example.path)}: {example.error}")
+        path, error = examples[kind]
+        lines.append(f"  {number} x {kind}, e.g. {printable_path(str(path))}: {error}")
     advice = [ADVICE[kind] for kind in kinds if kind in ADVICE]
     lines.append(
         " ".join(advice) or "Check data_uri, or run offline with data_uri='sample' to try it out."
     )
-    raise NoReadableImagesError("\n".join(lines))
+    return NoReadableImagesError("\n".join(lines))
 
 
 def open_image_with_size(

@@ -1,7 +1,7 @@
 """Sources a learner will try where no image can be read: each notebook stops with a clear message.
 
 When not one image decodes, there is nothing to run the model on, and the single
-batch is where the notebook finds out. It must stop there with
+batch is where the notebook finds out (``reading.rows_read``). It must stop there with
 :class:`nbhelpers.reading.NoReadableImagesError`: the count, the kinds of failure
 with an example file each, and what to do; never a numpy or pandas error further on.
 """
@@ -36,7 +36,7 @@ def unreadable_folder(tmp_path_factory):
 
 
 def stopped_at_the_single_batch(run) -> str:
-    """The error papermill reported; fails unless the notebook stopped at ``first_decoded``."""
+    """The error papermill reported; fails unless the notebook stopped at ``rows_read``."""
     assert run.returncode not in (0, None), f"expected a clean failure, got {run.error}"
     assert "NoReadableImagesError" in run.output, run.output[-3000:]
     assert "need at least one array" not in run.output
@@ -46,7 +46,7 @@ def stopped_at_the_single_batch(run) -> str:
         for cell in executed.cells
         if cell.cell_type == "code" and any(o.output_type == "error" for o in cell.outputs)
     ]
-    assert len(failed) == 1 and "first_decoded" in failed[0].source
+    assert len(failed) == 1 and "reading.rows_read(" in failed[0].source
     return run.output
 
 
