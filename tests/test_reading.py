@@ -202,3 +202,34 @@ def test_remote_files_are_fetched_together_and_every_row_kept(tmp_path):
     assert list(batch["path"]) == paths
     assert [error is None for error in batch["error"]] == [True] * 3 + [False] + [True] * 3
     assert handler.most > 1, "the reads waited one after the other"
+
+
+def test_open_image_gives_the_decoded_photo_or_a_short_reason(tmp_path, sample_photos):
+    from nbhelpers.decode import DecodeError
+    from nbhelpers.reading import open_image, open_image_with_size
+
+    crop = CenterCrop()
+    image = open_image(str(sample_photos[0]), None, crop)
+    assert image.mode == "RGB" and min(image.size) >= crop.min_side
+    _, size = open_image_with_size(str(sample_photos[0]), None, crop)
+    assert size == Image.open(sample_photos[0]).size  # the original, before any reduction
+    with pytest.raises(DecodeError, match="empty file"):
+        open_image(str(quirks.write_empty(tmp_path / "empty.jpg")), None, crop)
+    with pytest.raises(DecodeError, match="not an image"):
+        open_image(str(quirks.write_text_as_image(tmp_path / "notes.png")), None, crop)
+
+
+def test_rows_read_is_the_mask_of_rows_without_an_error_and_stops_when_none_was():
+    from nbhelpers.reading import rows_read
+
+    batch = {"path": np.array(["a.jpg", "b.jpg"]), "error": np.array([None, "empty file"], object)}
+    assert rows_read(batch, 2).tolist() == [True, False]
+    failed = {
+        "path": np.array(["a.jpg", "b.heic"]),
+        "error": np.array(["empty file (0 bytes)", "unsupported format: HEIC"], object),
+    }
+    with pytest.raises(NoReadableImagesError) as stopped:
+        rows_read(failed, 10)
+    message = str(stopped.value)
+    assert "None of the first 2 of 10 images could be read" in message
+    assert "1 x empty file, e.g. a.jpg" in message and "pillow-heif" in message

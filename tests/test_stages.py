@@ -24,7 +24,7 @@ from nbhelpers.results import (
     read_predictions,
     write_summary,
 )
-from nbhelpers.sources import choose_num_images
+from nbhelpers.sources import choose_num_images, find_images
 from nbhelpers.stats import stage_table
 
 
@@ -171,3 +171,42 @@ def test_choose_num_images():
 def test_a_stats_report_without_an_executed_stage_is_refused():
     with pytest.raises(ValueError, match="No stage found"):
         stage_table("Dataset throughput:\n\t* Ray Data throughput: 0 rows/s\n")
+
+
+def test_find_images_takes_auto_and_says_what_it_chose():
+    on_cpu = find_images("sample", "auto", use_gpu=False, cpu_default=5)
+    assert len(on_cpu.paths) == 5 and "at most 5 images" in on_cpu.describe()
+    on_gpu = find_images("sample", "auto", use_gpu=True)
+    assert len(on_gpu.paths) == on_gpu.num_found * on_gpu.repeats
+    assert find_images("sample", 3).note == ""  # a number asked for needs no sentence
+
+
+@pytest.mark.parametrize(
+    "actors, paths, batch, tasks",
+    [(1, 48, 16, 3), (1, 5, 16, 1), (4, 48, 16, 8), (2, 1000, 64, 16)],
+)
+def test_read_tasks_hold_one_batch_or_two_per_actor_on_small_data(actors, paths, batch, tasks):
+    plan = size_actor_pool(ClusterResources(cpus=8, gpus=0), num_actors=actors)
+    assert plan.read_tasks(paths, batch) == tasks
+
+
+def test_output_location_defaults_to_the_notebooks_folder(tmp_path, monkeypatch):
+    from nbhelpers import destination
+
+    monkeypatch.setattr(destination, "OUTPUT_ROOT", tmp_path)
+    output = destination.output_location(None, "01_resnet_classification")
+    assert output.path == str(tmp_path / "01_resnet_classification")
+
+
+def test_check_parity_prints_its_tolerance_and_fails_a_real_difference(capsys):
+    from nbhelpers.evaluate import check_parity
+
+    single = pd.DataFrame(
+        {"path": ["a", "b"], "label": ["cat", "dog"], "score": [0.9, 0.6], "margin": [0.5, 0.3]}
+    )
+    scaled = pd.DataFrame({"path": ["a", "b"], "label": ["cat", "dog"], "score": [0.9, 0.6]})
+    comparison, parity = check_parity(single, scaled, "cpu", "cpu")
+    assert parity == {"checked": 2, "matching": 2, "ok": True}
+    assert "within 0.001" in capsys.readouterr().out
+    scaled.loc[1, "label"] = "cow"
+    assert not check_parity(single, scaled, "cpu", "cuda")[1]["ok"]
