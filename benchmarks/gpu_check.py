@@ -125,7 +125,8 @@ def crops(count: int, preprocess) -> list:
 
 
 def check_resnet(device: str, count: int, batch: int) -> dict:
-    """Notebook 01's ``classify``: precision, parity across batch sizes and devices, speed."""
+    """Notebook 01's ``classify`` (float32): parity across batch sizes and devices, its speed,
+    and the forward pass alone in the precision notebook 04 teaches (``compute_dtype``)."""
     import numpy as np
     import torch
     from torchvision.transforms.v2.functional import normalize
@@ -151,7 +152,8 @@ def check_resnet(device: str, count: int, batch: int) -> dict:
     repeats = 20 if device == "cuda" else 2
     return {
         "model": "ResNet152",
-        "dtype": str(dtype).removeprefix("torch."),
+        "dtype": "float32",  # classify asks for no other precision
+        "forward_only_dtype": str(dtype).removeprefix("torch."),  # notebook 04's precision
         "same_label_across_batch_sizes": float(np.mean(small["label"] == whole["label"][:8])),
         "max_score_difference_across_batch_sizes": float(
             np.abs(small["score"] - whole["score"][:8]).max()
@@ -173,17 +175,16 @@ def check_vit(device: str, count: int, batch: int) -> dict:
     from benchmarks.pipelines import notebook_definitions, notebook_entry
     from nbhelpers import vit
 
-    names = ["load_classifier", "classify"]
+    names = ["load_vit_pipeline", "classify"]
     notebook = notebook_definitions(notebook_entry("02").path, names)
-    classifier = notebook["load_classifier"](True, str(vit_base_folder()), device)
-    to_imagenet = vit.imagenet_index_by_label(classifier)
-    images = np.stack(crops(count, vit.read_preprocessing(classifier)))
-    small = notebook["classify"](classifier, to_imagenet, images[:8])
-    whole = notebook["classify"](classifier, to_imagenet, images)
-    seconds = timed(lambda: notebook["classify"](classifier, to_imagenet, images[:batch]), 3)
+    vit_pipeline = notebook["load_vit_pipeline"](True, str(vit_base_folder()), device)
+    images = np.stack(crops(count, vit.read_preprocessing(vit_pipeline)))
+    small = notebook["classify"](vit_pipeline, images[:8])
+    whole = notebook["classify"](vit_pipeline, images)
+    seconds = timed(lambda: notebook["classify"](vit_pipeline, images[:batch]), 3)
     return {
         "model": "ViT-Base/16",
-        "dtype": str(classifier.model.dtype).removeprefix("torch."),
+        "dtype": str(vit_pipeline.model.dtype).removeprefix("torch."),
         "same_label_across_batch_sizes": float(np.mean(small["label"] == whole["label"][:8])),
         "max_score_difference_across_batch_sizes": float(
             np.abs(small["score"] - whole["score"][:8]).max()
@@ -198,7 +199,7 @@ def check_detector(device: str, count: int, batch: int) -> dict:
     import torch
 
     from benchmarks.pipelines import notebook_definitions, notebook_entry
-    from nbhelpers import cluster, detection, evaluate
+    from nbhelpers import detection, evaluate
 
     notebook = notebook_definitions(notebook_entry("03").path, ["detect"])
     model, spec = detection.build_fasterrcnn(pretrained=False)
@@ -215,7 +216,7 @@ def check_detector(device: str, count: int, batch: int) -> dict:
     seconds = timed(lambda: notebook["detect"](model, photos, spec), 3)
     return {
         "model": "Faster R-CNN ResNet50-FPN v2",
-        "dtype": str(cluster.compute_dtype(device)).removeprefix("torch."),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),  # detect's
         "parity_one_call_vs_one_photo_per_call": evaluate.parity_summary(comparison),
         "detections": sum(len(scores) for scores in together["scores"]),
         "images_per_second_detect": len(photos) / seconds,
