@@ -37,10 +37,10 @@ pytestmark = pytest.mark.long
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
 RUNS_PER_NOTEBOOK = 2
-"""Two runs of each lesson, about 7 minutes in all on 2 CPU cores. A hang as often as those
-seen before the fix (1 run in 5 to 22) fails this soak more often than not (8 runs); a
-rarer one needs the many runs of a longer soak (``RUNS_PER_NOTEBOOK`` raised by hand).
-A hang fails the run it happens in after :data:`CELL_TIMEOUT_S`."""
+"""Two runs of each lesson: 8 runs, about 7 minutes on 2 CPU cores. A hang as frequent as the
+ones seen before the fix (1 run in 5 to 22) fails this soak 3 to 8 times in 10; a rarer one
+needs a longer soak (raise this by hand). A hang fails its run after :data:`CELL_TIMEOUT_S`,
+and the error says which cell."""
 CELL_TIMEOUT_S = 300
 """Papermill's ``--execution-timeout``: the longest cell offline takes under a minute."""
 RUN_TIMEOUT_S = 900
