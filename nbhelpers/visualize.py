@@ -80,10 +80,17 @@ def plot_predictions(
     rows = predictions.drop_duplicates("path").head(limit)
     images = [_load_small(path, filesystem) for path in rows["path"]]
     titles = [
-        f"failed:\n{row.error[:40]}" if pd.notna(row.error) else f"{row.label}\n{row.score:.1%}"
+        f"{_file_name(row.path)}\n"
+        + (f"failed: {row.error[:30]}" if pd.notna(row.error) else f"{row.label}, {row.score:.1%}")
         for row in rows.itertuples()
     ]
     return show_images(images, titles, ncols=ncols)
+
+
+def _file_name(path: str, width: int = 24) -> str:
+    """The file's name, shortened to ``width`` characters, for a tile's title."""
+    name = str(path).replace("\\", "/").rsplit("/", 1)[-1]
+    return name if len(name) <= width else name[: width - 3] + "..."
 
 
 def plot_confusion_matrix(matrix: pd.DataFrame) -> plt.Figure:
