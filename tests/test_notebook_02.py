@@ -201,7 +201,7 @@ def test_the_lesson_is_in_the_notebooks_own_cells():
         assert absent not in code, absent
     lesson = "\n".join(c.source for c in before_exercises(notebook) if c.cell_type == "code")
     helpers = set(re.findall(rf"\b(?:{HELPER_MODULES})\.\w+", lesson))
-    assert len(helpers) <= 15, sorted(helpers)
+    assert len(helpers) <= 16, sorted(helpers)  # as many as notebook 01 (short_names included)
     text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
     assert "What you will learn" in text and "## Exercises" in text and "## Next steps" in text
     assert "<!-- time table: written by `make time-tables` from a measured run -->" in text
