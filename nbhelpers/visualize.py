@@ -93,6 +93,21 @@ def _file_name(path: str, width: int = 24) -> str:
     return name if len(name) <= width else name[: width - 3] + "..."
 
 
+def plot_rates(rates: dict[str, float], unit: str = "images/s") -> JpegImage:
+    """Horizontal bars of ``rates`` (name: value) on a log scale, each labelled with its value:
+    stages of very different speeds side by side."""
+    figure, axis = plt.subplots(figsize=(7, 0.5 + 0.45 * len(rates)))
+    names, values = list(rates), [max(float(v), 1e-3) for v in rates.values()]
+    axis.barh(names, values, color="#4c72b0")
+    axis.set_xscale("log")
+    axis.invert_yaxis()  # the first rate on top
+    axis.set_xlabel(f"{unit} (log scale)")
+    for row, value in enumerate(values):
+        axis.text(value, row, f" {value:,.0f}", va="center")
+    axis.set_xlim(right=max(values) * 8)
+    return as_jpeg(figure)
+
+
 def plot_confusion_matrix(matrix: pd.DataFrame) -> plt.Figure:
     """Heat map of a confusion matrix from :func:`nbhelpers.evaluate.confusion_matrix`."""
     figure, axis = plt.subplots(figsize=(1 + 0.6 * matrix.shape[1], 1 + 0.5 * matrix.shape[0]))
