@@ -39,8 +39,11 @@ OFFLINE_SCORE_THRESHOLD = 0.5
 """Offline threshold: random weights score lower, and every drawing should still have boxes."""
 
 OFFLINE_SIZE, OFFLINE_MAX_SIDE, OFFLINE_PROPOSALS = 256, 320, 50
-"""Offline: every image resized to 256 x 256 inside the model, rows capped at 320 px, and 50
-region proposals (not 1000), so that CPU runs take seconds.
+"""Offline: every image stretched to 256 x 256 inside the model (its ``fixed_size``: the aspect
+ratio is not kept), rows capped at 320 px on the long side, and 50 region proposals (not 1000),
+so that CPU runs take seconds. The rows are larger than the model's input because it stretches
+both sides to 256: at 320, a 4:3 photo's short side (240 px) is near 256, and the model rarely
+enlarges it.
 
 One size for every image means nothing is padded inside the model, so a photo gets the same
 boxes in any batch. That matters for random weights only: their region proposals react to
@@ -66,9 +69,11 @@ labels and scores."""
 class DetectorSpec:
     """What a detector needs around the network: COCO names by index, input size, threshold.
 
-    ``preprocess`` caps the longest side at ``max_size`` before batching, so rows never
-    carry pixels the model would not use. ``square``: the model resizes every image to
-    ``min_size`` x ``min_size`` (offline), instead of ``min_size`` on the shorter side.
+    ``preprocess`` caps the longest side at ``max_size`` before batching (it only shrinks),
+    so rows never carry pixels the model would not use. Inside the model, torchvision's
+    ``GeneralizedRCNNTransform`` scales each image, keeping its aspect ratio, so that its
+    shorter side is ``min_size`` unless its longer side would pass ``max_size``. ``square``
+    (offline): the model stretches every image to ``min_size`` x ``min_size`` instead.
     """
 
     categories: tuple[str, ...]
@@ -80,12 +85,16 @@ class DetectorSpec:
 
     def describe(self) -> str:
         """One line for the notebook."""
+        read = f"photos read at most {self.max_size} px on the long side, then"
         if self.square:
-            size = f"images resized to {self.min_size} x {self.min_size} inside the model"
+            size = (
+                f"{read} stretched to {self.min_size} x {self.min_size} inside the model "
+                "(offline: aspect ratio not kept)"
+            )
         else:
             size = (
-                f"images resized to {self.min_size} px on the shorter side "
-                f"(at most {self.max_size} px)"
+                f"{read} scaled inside the model, aspect ratio kept, to {self.min_size} px "
+                f"on the shorter side (the longer at most {self.max_size} px)"
             )
         return (
             f"{len(self.categories)} COCO label indices ({self.categories[1]}, "

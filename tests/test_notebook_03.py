@@ -201,8 +201,10 @@ def test_voc_folder_broken_file_first_one_photo_per_batch_more_actors_than_cpus(
     # 2: a photo three times the first one's size: its row has that size, boxes within it.
     width, height = Image.open(voc_folder / "2008_000001.jpg").size
     assert f"Answer: the photo is {3 * width} x {3 * height} px" in answers[1]
-    reach = re.search(r"boxes reach x = (\d+) and y = (\d+)", answers[1])
-    assert reach and int(reach[1]) <= 3 * width and int(reach[2]) <= 3 * height
+    box = r"\[([\d.]+), ([\d.]+), ([\d.]+), ([\d.]+)\]"
+    after = re.search(rf"becomes\s+{box} in the photo's own pixels", answers[1])
+    assert after and float(after[3]) <= 3 * width and float(after[4]) <= 3 * height
+    assert "then clipped" in answers[1]
     # 3: the counts at the run's threshold are those of summary.json, fewer higher up.
     assert f"Answer: {run.summary['num_detections']} boxes at the run's threshold" in answers[2]
 
