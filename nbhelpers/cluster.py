@@ -102,12 +102,8 @@ class ActorPoolPlan:
         return " ".join([text, *self.notes])
 
     def read_tasks(self, num_paths: int, batch_size: int) -> int:
-        """How many read tasks for ``num_paths`` files: one model batch each, or more, smaller
-        ones where a small dataset would leave actors idle (two per actor).
-
-        A read task's output of one batch reaches an actor whole, without being cut or
-        joined to others; each task costs Ray a few milliseconds, so not many more.
-        """
+        """How many read tasks for ``num_paths`` files: one model batch each (a block an actor
+        takes whole), or smaller ones where a small dataset would leave actors idle."""
         wanted = 2 * self.num_actors if self.num_actors > 1 else 1
         rows = max(1, min(batch_size, math.ceil(num_paths / wanted)))
         return max(1, math.ceil(num_paths / rows))

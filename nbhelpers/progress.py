@@ -13,7 +13,16 @@ import logging
 import sys
 from typing import Any
 
+import IPython.display
 import ray
+
+try:  # rich draws Ray Data's live display; without it, Ray Data draws none
+    from ray.data._internal.progress import rich_progress  # Ray 2.60's own name, private
+    from rich.console import Console
+    from rich.live import Live as _RichLive
+except ImportError:  # pragma: no cover - rich comes with Ray Data's progress display
+    rich_progress = None
+    _RichLive = object
 
 
 def quiet_ray_output() -> None:
@@ -80,18 +89,10 @@ def draw_live_display_with_display_handles() -> None:
     rest of the kernel. Drop this once nbclient no longer answers on the shell channel
     during a cell, or jupyter_client sends through the asyncio socket.
     """
-    try:
-        from ray.data._internal.progress import rich_progress
-    except ImportError:  # no rich: Ray Data draws no live display at all
+    if rich_progress is None:  # no rich: Ray Data draws no live display at all
         return
     if rich_progress.Live is not DisplayHandleLive:
         rich_progress.Live = DisplayHandleLive
-
-
-try:
-    from rich.live import Live as _RichLive
-except ImportError:  # pragma: no cover - rich comes with Ray Data's progress display
-    _RichLive = object
 
 
 class DisplayHandleLive(_RichLive):  # type: ignore[misc, valid-type]
@@ -109,13 +110,11 @@ class DisplayHandleLive(_RichLive):  # type: ignore[misc, valid-type]
         if not self.console.is_jupyter or self._nested:
             super().refresh()
             return
-        from IPython.display import display
-
         with self._lock:
             self._live_render.set_renderable(self.renderable)
             bundle = rendered_bundle(self._live_render.renderable, self.console.width)
             if self._display_handle is None:
-                self._display_handle = display(bundle, raw=True, display_id=True)
+                self._display_handle = IPython.display.display(bundle, raw=True, display_id=True)
             else:
                 self._display_handle.update(bundle, raw=True)
 
@@ -123,8 +122,6 @@ class DisplayHandleLive(_RichLive):  # type: ignore[misc, valid-type]
 def rendered_bundle(renderable: Any, width: int) -> dict[str, str]:
     """``renderable`` as a notebook shows rich's output: ``text/html`` (colours inline) and
     ``text/plain``, ``width`` characters wide."""
-    from rich.console import Console
-
     console = Console(
         file=io.StringIO(), record=True, width=width, force_terminal=True, force_jupyter=False
     )

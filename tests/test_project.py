@@ -172,7 +172,7 @@ def helper_names(cells) -> set[str]:
     modules: set[str] = set()
     names: set[str] = set()
     for cell in cells:
-        for found in re.findall(r"from nbhelpers import ([\w, ]+)", cell.source):
+        for found in re.findall(r"from nbhelpers import \(?([\w,\s]+)\)?", cell.source):
             modules |= {name.strip() for name in found.split(",")}
     for cell in cells:
         for module, name in re.findall(r"\b(\w+)\.(\w+)", cell.source):
@@ -211,7 +211,8 @@ def test_notebook_is_a_lesson_with_the_job_in_plain_sight(path):
     )
     assert checked < next(i for i, cell in enumerate(code) if "def read_" in cell.source)
     exercises = [i for i, cell in enumerate(notebook.cells) if re.match(r"\*\*\d\.", cell.source)]
-    lesson = [cell for cell in notebook.cells[: exercises[0]] if cell.cell_type == "code"]
+    begin = next(i for i, cell in enumerate(notebook.cells) if "## Exercises" in cell.source)
+    lesson = [cell for cell in notebook.cells[:begin] if cell.cell_type == "code"]
     assert len(helper_names(lesson)) <= 15, sorted(helper_names(lesson))
     solutions = [cell for cell in code if "solution" in cell.metadata.get("tags", [])]
     assert len(solutions) >= 2
