@@ -172,8 +172,8 @@ def helper_names(cells) -> set[str]:
     modules: set[str] = set()
     names: set[str] = set()
     for cell in cells:
-        for found in re.findall(r"from nbhelpers import \(?([\w,\s]+)\)?", cell.source):
-            modules |= {name.strip() for name in found.split(",")}
+        for found in re.findall(r"from nbhelpers import (\([^)]*\)|[^\n]*)", cell.source):
+            modules |= set(re.findall(r"\w+", found))
     for cell in cells:
         for module, name in re.findall(r"\b(\w+)\.(\w+)", cell.source):
             if module in modules:
