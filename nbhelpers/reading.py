@@ -102,14 +102,7 @@ def open_image(path: str, filesystem: pafs.FileSystem | None, preprocess: Prepro
     (``"empty file (0 bytes)"``, ``"truncated file: ..."``): a read function keeps it as the
     row's ``error``. ``filesystem``: S3's, or None for a local file.
     """
-    try:
-        return load_image(path, filesystem, preprocess.min_side, min_long_side=preprocess.max_side)[
-            0
-        ]
-    except DecodeError:
-        raise
-    except Exception as error:  # any surprise becomes a reason too
-        raise DecodeError(f"{type(error).__name__}: {error}") from error
+    return open_image_with_size(path, filesystem, preprocess).image
 
 
 @dataclass(frozen=True)

@@ -59,10 +59,10 @@ def test_the_job_is_plain_python_for_every_lesson():
 
 
 def test_parameters_are_read_as_papermill_reads_them():
-    assert export_job.parse_value("False") is False
-    assert export_job.parse_value("12") == 12
-    assert export_job.parse_value("sample") == "sample"
-    assert export_job.parse_value("None") is None
+    assert export_job.parameter_value("False") is False
+    assert export_job.parameter_value("12") == 12
+    assert export_job.parameter_value("sample") == "sample"
+    assert export_job.parameter_value("None") is None
 
 
 @pytest.mark.long  # a Ray and a model each, 20-40 s: make test keeps under 10 minutes

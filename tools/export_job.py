@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nbhelpers import catalog
 from nbhelpers.project import OUTPUT_ROOT
+from tools.run_notebooks import parameter_value
 
 PIPELINE_TAG = "pipeline"
 
@@ -52,14 +53,6 @@ def job_script(notebook: Path, parameters: dict | None = None) -> str:
     return script
 
 
-def parse_value(text: str) -> object:
-    """A ``-p`` value as papermill reads it: a Python literal where it is one, else text."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
 def main() -> None:
     """The command line: see the module's docstring."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -70,7 +63,7 @@ def main() -> None:
     entry = catalog.entry(args.notebook)
     out = args.out or OUTPUT_ROOT / "jobs" / f"{entry.notebook}.py"
     out.parent.mkdir(parents=True, exist_ok=True)
-    parameters = {name: parse_value(value) for name, value in args.p}
+    parameters = {name: parameter_value(value) for name, value in args.p}
     out.write_text(job_script(entry.path, parameters))
     print(f"Wrote {out}: run it with python {out}")
 
