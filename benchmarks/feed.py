@@ -273,9 +273,9 @@ def run_case(run: dict) -> dict:
             logging_level="WARNING",
             runtime_env={"env_vars": env},
         )
-    from nbhelpers import cluster, sources
+    from nbhelpers import pool, results, sources
 
-    cluster.torch_can_use_the_gpus = lambda: None  # no problem: the fake GPUs are usable
+    pool.torch_can_use_the_gpus = lambda: None  # no problem: the fake GPUs are usable
     filesystem = pafs.PyFileSystem(DelayedFiles(run["latency"])) if run["latency"] else None
     seen = {}
 
@@ -313,8 +313,6 @@ def run_case(run: dict) -> dict:
     timings = run_notebook_pipeline(settings, notebook, actor, given, fake)
     sampler.running = False
     namespace = seen["namespace"]
-    from nbhelpers import results
-
     table = results.read_predictions(namespace["output"], namespace["source"].paths)
     return timings | {
         "object_store_peak_bytes": sampler.peak,

@@ -132,16 +132,16 @@ def check_resnet(device: str, count: int, batch: int) -> dict:
     from torchvision.transforms.v2.functional import normalize
 
     from benchmarks.pipelines import notebook_definitions, notebook_entry
-    from nbhelpers import cluster, resnet
+    from nbhelpers import models, pool
 
     classify = notebook_definitions(notebook_entry("01").path, ["classify"])["classify"]
-    model, spec = resnet.build_resnet152(pretrained=False)
+    model, spec = models.build_resnet152(pretrained=False)
     images = np.stack(crops(count, spec.preprocess))
     cpu = classify(model, images[:8], spec)
     model = model.to(device)
     small = classify(model, images[:8], spec)  # the single batch's size
     whole = classify(model, images, spec)
-    dtype = cluster.compute_dtype(device)
+    dtype = pool.compute_dtype(device)
     pixels = torch.from_numpy(images[:batch]).to(device).permute(0, 3, 1, 2)
     pixels = normalize(pixels.float() / 255, spec.mean, spec.std)
 
@@ -199,10 +199,11 @@ def check_detector(device: str, count: int, batch: int) -> dict:
     import torch
 
     from benchmarks.pipelines import notebook_definitions, notebook_entry
-    from nbhelpers import detection, evaluate
+    from nbhelpers import evaluate, models
+    from nbhelpers.rows import image_rows
 
     notebook = notebook_definitions(notebook_entry("03").path, ["detect"])
-    model, spec = detection.build_fasterrcnn(pretrained=False)
+    model, spec = models.build_fasterrcnn(pretrained=False)
     model = model.to(device)
     photos = crops(count, spec.preprocess)[:batch]
     rows = {"path": [str(i) for i in range(len(photos))]}
@@ -211,7 +212,7 @@ def check_detector(device: str, count: int, batch: int) -> dict:
     together = notebook["detect"](model, photos, spec)
     alone = [notebook["detect"](model, [photo], spec) for photo in photos]
     alone = {key: [found[key][0] for found in alone] for key in together}
-    frames = [detection.image_rows(rows, found).to_pandas() for found in (alone, together)]
+    frames = [image_rows(rows, found).to_pandas() for found in (alone, together)]
     comparison = evaluate.compare_detections(*frames, spec.score_threshold)
     seconds = timed(lambda: notebook["detect"](model, photos, spec), 3)
     return {

@@ -49,7 +49,7 @@ def vit_base_folder() -> Path:
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     from nbhelpers import vit
-    from nbhelpers.loading import OFFLINE_SEED
+    from nbhelpers.models import OFFLINE_SEED
 
     tiny = vit.offline_vit_folder()
     labels = ViTConfig.from_pretrained(tiny)

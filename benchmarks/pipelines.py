@@ -44,9 +44,9 @@ def notebook_entry(only: str):
     Imported here, not at the top: the catalog imports torch, whose import a pipeline's
     own first cell is timed with.
     """
-    from nbhelpers import catalog
+    from nbhelpers import lessons
 
-    return catalog.entry(only)
+    return lessons.entry(only)
 
 
 def notebook_definitions(notebook: Path, names: list[str]) -> dict:
@@ -185,13 +185,13 @@ def skipped_definitions(notebook: str) -> dict:
     skips would have defined for its pipeline cells: the model's spec (and notebook 03's
     score threshold), made without building the model where its weights carry it."""
     if "01" in notebook:
-        from nbhelpers import classifier, resnet
+        from nbhelpers import models
 
-        return {"spec": classifier.classifier_spec(resnet.PRETRAINED_WEIGHTS)}
+        return {"spec": models.classifier_spec(models.RESNET152_WEIGHTS)}
     if "03" in notebook:
-        from nbhelpers import detection
+        from nbhelpers import models
 
-        spec = detection.build_fasterrcnn(False)[1]
+        spec = models.build_fasterrcnn(False)[1]
         return {"spec": spec, "score_threshold": spec.score_threshold}
     return {}
 
@@ -254,7 +254,7 @@ def run_tutorial(run: dict) -> dict:
     from torchvision import transforms
     from torchvision.models import ResNet152_Weights
 
-    from nbhelpers.resnet import build_resnet152
+    from nbhelpers.models import build_resnet152
 
     times = {"imported": time.time()}
     ray.init()
@@ -307,7 +307,7 @@ def run_dataloader(run: dict) -> dict:
     import torch
     from torch.utils.data import DataLoader, Dataset
 
-    from nbhelpers import reading, resnet
+    from nbhelpers import models, reading
 
     class ImageFiles(Dataset):
         def __init__(self, paths: list[str], preprocess):
@@ -320,7 +320,7 @@ def run_dataloader(run: dict) -> dict:
             return reading.prepare_image(self.paths[index], self.preprocess, None).image
 
     imported = time.time()
-    model, spec = resnet.build_resnet152(pretrained=False)
+    model, spec = models.build_resnet152(pretrained=False)
     model = model.to("cuda" if torch.cuda.is_available() else "cpu")
     built = time.time()
     loader = DataLoader(
@@ -346,10 +346,10 @@ def run_model_only(run: dict) -> dict:
     import numpy as np
     import torch
 
-    from nbhelpers import reading, resnet
+    from nbhelpers import models, reading
 
     imported = time.time()
-    model, spec = resnet.build_resnet152(pretrained=False)
+    model, spec = models.build_resnet152(pretrained=False)
     model = model.to("cuda" if torch.cuda.is_available() else "cpu")
     built = time.time()
     size = run["batch_size"] or (64 if torch.cuda.is_available() else 16)

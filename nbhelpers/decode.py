@@ -18,17 +18,27 @@ from PIL import ExifTags, Image, ImageCms, ImageFile, ImageOps, UnidentifiedImag
 
 # A truncated file must be reported, not silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
 # Pillow refuses images above twice this many pixels as decompression bombs: failed
 # rows. Below that, large JPEGs are decoded at a reduced scale (see :func:`decode`).
 Image.MAX_IMAGE_PIXELS = 100_000_000
 
+
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
+
+
 _ALPHA_MODES = {"RGBA", "LA", "PA", "La", "RGBa"}
+
+
 _REDUCIBLE_MODES = {"L", "LA", "La", "RGB", "RGBA", "RGBa", "CMYK", "YCbCr", "I", "F"}
+
+
 with contextlib.suppress(ImportError):  # HEIC/HEIF photos, with the optional plugin
     from pillow_heif import register_heif_opener
 
     register_heif_opener()
+
 
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 

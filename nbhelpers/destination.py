@@ -17,8 +17,9 @@ import pyarrow.fs as pafs
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from nbhelpers.project import OUTPUT_ROOT
-from nbhelpers.s3 import S3SourceError, s3_filesystem
+from nbhelpers.lessons import OUTPUT_ROOT
+from nbhelpers.runtime import through_ray_client
+from nbhelpers.sources import S3SourceError, s3_filesystem
 
 
 class OutputLocationError(ValueError):
@@ -104,16 +105,6 @@ def output_location(output_dir: str | os.PathLike | None, notebook: str = "") ->
             "to, or an s3://bucket/prefix URI."
         ) from error
     return OutputLocation(uri, pafs.LocalFileSystem(), str(folder), _pinned_to_this_node())
-
-
-def through_ray_client() -> bool:
-    """Whether this process reaches its cluster through Ray Client (``ray.init("ray://...")``).
-
-    ``ray.util.client.num_connected_contexts`` is a developer API of Ray 2.60, the one its
-    own ``ray.init`` asks (``ray/client_builder.py``): no stable API tells a Ray Client
-    driver from one on a node of the cluster.
-    """
-    return ray.util.client.num_connected_contexts() > 0
 
 
 def _pinned_to_this_node() -> dict:

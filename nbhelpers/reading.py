@@ -1,32 +1,190 @@
-"""The read stage: turn file paths into prepared images, one row per path, never failing a row.
-
-Each file is opened safely (local disk or S3), decoded (:mod:`nbhelpers.decode`) and
-preprocessed. ``ray.data.read_images`` stops the whole job at the first bad file;
-:func:`decode_batch` turns each failure into an ``error`` string on that file's row instead.
+"""The read stage: open a file (local disk or S3), decode it (:mod:`nbhelpers.decode`) and
+resize it to what the model expects, as uint8 (a quarter of float32's bytes); one row per file,
+its failure kept as text; and what to say when nothing reads.
 """
 
 from __future__ import annotations
 
 import io
-import math
 import os
 import stat
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
+from functools import cached_property
+from typing import BinaryIO, Protocol
 
 import numpy as np
 import pyarrow.fs as pafs
-from PIL.Image import Image
+from PIL import Image
 
 from nbhelpers.decode import DecodedImage, DecodeError, decode, failure_kind, short_message
-from nbhelpers.paths import path_on_disk, printable_path
-from nbhelpers.preprocess import Preprocess
-from nbhelpers.sources import ImageSource
+from nbhelpers.sources import path_on_disk, printable_path
 
-MAX_ROWS_PER_BLOCK = 16  # paths per read task on a large dataset: amortises Ray's cost per task
+# Resizing to what the model expects, as uint8 -------------------------------------------------
+
+
+class Preprocess(Protocol):
+    """What the read stage (``reading.prepare_image``) asks of a preprocessing step."""
+
+    @property
+    def min_side(self) -> int:
+        """The shortest side a decoder may reduce a large image to without losing detail."""
+
+    @property
+    def max_side(self) -> int | None:
+        """The longest side the model uses (``None``: any): larger images decode smaller."""
+
+    @property
+    def fixed_size(self) -> bool:
+        """Whether every output has one shape, so that a batch stacks into one array."""
+
+    @property
+    def empty(self) -> np.ndarray:
+        """The placeholder image of a row that failed to decode."""
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """The decoded RGB image as the model stage wants it: uint8, ``(H, W, 3)``."""
+
+
+@dataclass(frozen=True)
+class CenterCrop:
+    """Resize the shorter side to ``resize_size``, then crop ``crop_size`` from the center.
+
+    Sizes and offsets as torchvision's ``Resize`` and ``CenterCrop`` compute them, so
+    the pixels are those of the weights' own transforms (``tests/test_decode.py``).
+    """
+
+    resize_size: int = 256
+    crop_size: int = 224
+    fixed_size = True
+    max_side = None
+
+    @property
+    def min_side(self) -> int:
+        """The ``resize_size``."""
+        return self.resize_size
+
+    @property
+    def empty(self) -> np.ndarray:
+        """The placeholder for a failed row: a black crop."""
+        return np.zeros((self.crop_size, self.crop_size, 3), dtype=np.uint8)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """The cropped image as a ``(crop_size, crop_size, 3)`` uint8 array."""
+        width, height = image.size
+        new_long = int(self.resize_size * max(width, height) / min(width, height))  # truncated
+        size = (self.resize_size, new_long) if width <= height else (new_long, self.resize_size)
+        image = image.resize(size, Image.Resampling.BILINEAR)
+        left = int(round((size[0] - self.crop_size) / 2.0))
+        top = int(round((size[1] - self.crop_size) / 2.0))
+        image = image.crop((left, top, left + self.crop_size, top + self.crop_size))
+        return np.asarray(image, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class LimitSize:
+    """Shrink so that the longest side is at most ``max_side``, for detectors (any size)."""
+
+    max_side: int = 1333
+    fixed_size = False
+
+    @property
+    def min_side(self) -> int:
+        """Half of ``max_side`` (a safe lower bound)."""
+        return self.max_side // 2
+
+    @property
+    def empty(self) -> np.ndarray:
+        """The placeholder for a failed row: one black pixel."""
+        return np.zeros((1, 1, 3), dtype=np.uint8)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """The image as an ``(H, W, 3)`` uint8 array, longest side at most ``max_side``."""
+        scale = self.max_side / max(image.size)
+        if scale < 1:
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class KeepDecoded:
+    """Keep the decoded image as it is, for a model whose own processor resizes it later.
+
+    Give the ``min_side`` of the preprocessing it is compared with: the same pixels.
+    """
+
+    min_side: int = 256
+    fixed_size = False
+    max_side = None
+
+    @property
+    def empty(self) -> np.ndarray:
+        """The placeholder for a failed row: one black pixel."""
+        return np.zeros((1, 1, 3), dtype=np.uint8)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """The decoded image as an ``(H, W, 3)`` uint8 array."""
+        return np.asarray(image, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class ProcessorResize:
+    """Resize and crop with a Hugging Face image processor's own steps, and stop there: uint8 out.
+
+    The model stage rescales and normalises into float32 instead, so what travels from
+    the read tasks to the model is a quarter of the bytes.
+    """
+
+    processor: object  # the image processor (``pipeline.image_processor``)
+    max_side = None
+
+    @cached_property
+    def output_shape(self) -> tuple[int, int, int]:
+        """``(height, width, 3)`` of every output (the processor's fixed output size)."""
+        return self(Image.new("RGB", (self.min_side * 2, self.min_side))).shape
+
+    @cached_property
+    def fixed_size(self) -> bool:
+        """Whether every output has the same shape, whatever the input's aspect ratio."""
+        tall = Image.new("RGB", (self.min_side, self.min_side * 2))
+        return self(tall).shape == self.output_shape
+
+    @cached_property
+    def min_side(self) -> int:
+        """The largest side the processor resizes or crops to."""
+        values: list[int] = []
+        keys = ("height", "width", "shortest_edge")
+        for name in ("size", "crop_size"):
+            size = getattr(self.processor, name, None)
+            if isinstance(size, int):
+                values.append(size)
+            elif size is not None:  # a dict, or a SizeDict
+                items = size.items() if isinstance(size, dict) else vars(size).items()
+                values += [int(v) for k, v in items if k in keys and isinstance(v, int)]
+        return max(values or [256])
+
+    @property
+    def empty(self) -> np.ndarray:
+        """The placeholder for a failed row: a black image of the output's shape."""
+        return np.zeros(self.output_shape, dtype=np.uint8)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """The resized (and cropped) image as an ``(H, W, 3)`` uint8 array."""
+        out = self.processor(
+            images=image, do_rescale=False, do_normalize=False, return_tensors="np"
+        )
+        pixels = np.asarray(out["pixel_values"][0])
+        if pixels.dtype != np.uint8:  # processors that compute in float: values are integral
+            pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(pixels.transpose(1, 2, 0))
+
+
+# Opening a file, local or on S3, safely -------------------------------------------------------
+
+
 REMOTE_READS_AT_ONCE = 16  # files a read task fetches together from S3: each GET waits 20-100 ms
+
 
 ADVICE = {
     "unreadable file": (
@@ -94,7 +252,9 @@ def load_image(
         return decode(file, min_side, min_long_side=min_long_side)
 
 
-def open_image(path: str, filesystem: pafs.FileSystem | None, preprocess: Preprocess) -> Image:
+def open_image(
+    path: str, filesystem: pafs.FileSystem | None, preprocess: Preprocess
+) -> Image.Image:
     """One image file, opened safely and decoded upright in RGB, at the smallest scale that
     ``preprocess`` allows (a 12-megapixel JPEG decodes at a fraction of its size).
 
@@ -106,6 +266,9 @@ def open_image(path: str, filesystem: pafs.FileSystem | None, preprocess: Prepro
 
 
 @dataclass(frozen=True)
+# One file, read with its failure recorded (the benchmarks and the GPU check) ------------------
+
+
 class PreparedImage:
     """One file after reading, decoding and preprocessing (``error`` is None when it worked)."""
 
@@ -134,80 +297,7 @@ def prepare_image(
         return PreparedImage(path, preprocess.empty, 0, 0, f"{type(error).__name__}: {error}")
 
 
-def object_array(items) -> np.ndarray:
-    """A 1-D object array holding ``items`` as they are (numpy would try to stack arrays)."""
-    items = list(items)
-    array = np.empty(len(items), dtype=object)
-    array[:] = items
-    return array
-
-
-def as_batch(prepared: list[PreparedImage], fixed_size: bool) -> dict[str, np.ndarray]:
-    """Prepared images as one batch in Ray Data's format: a dict of equally long arrays
-    (``image`` stacked into one array when ``fixed_size``, else an object array)."""
-    images = [item.image for item in prepared]
-    return {
-        "path": np.array([item.path for item in prepared], dtype=object),
-        "image": np.stack(images) if fixed_size and images else object_array(images),
-        "width": np.array([item.width for item in prepared], dtype=np.int32),
-        "height": np.array([item.height for item in prepared], dtype=np.int32),
-        "error": np.array([item.error for item in prepared], dtype=object),
-    }
-
-
-def decode_batch(
-    batch: dict[str, np.ndarray], preprocess: Preprocess, filesystem: pafs.FileSystem | None
-) -> dict[str, np.ndarray]:
-    """``map_batches`` function: ``{"path"}`` in, one row per path out (see :func:`as_batch`).
-
-    Remote files (a ``filesystem``: S3) are fetched and decoded in threads, up to
-    :data:`REMOTE_READS_AT_ONCE` at a time, so that the task waits for one round trip
-    instead of one per file; local files are read one after the other.
-    """
-    paths = [str(path) for path in batch["path"]]
-    if filesystem is None or len(paths) < 2:
-        prepared = [prepare_image(path, preprocess, filesystem) for path in paths]
-    else:
-        with ThreadPoolExecutor(min(REMOTE_READS_AT_ONCE, len(paths))) as threads:
-            prepared = list(
-                threads.map(lambda path: prepare_image(path, preprocess, filesystem), paths)
-            )
-    return as_batch(prepared, preprocess.fixed_size)
-
-
-def rows_per_block(
-    num_paths: int, num_actors: int = 1, batch_size: int = MAX_ROWS_PER_BLOCK
-) -> int:
-    """Paths per read task: one model batch (16 by default), or fewer when a small dataset
-    would leave actors idle.
-
-    A block of one batch reaches the actor as it is, without being cut or joined to others,
-    and a large batch (64 on a GPU) means fewer tasks, each of which costs Ray a few
-    milliseconds. Ray Data hands whole blocks to the model actors: aim for two blocks per
-    actor. With one actor, fewer blocks are better: each read task may start another worker.
-    """
-    wanted_blocks = 2 * num_actors if num_actors > 1 else 1
-    return max(1, min(batch_size, math.ceil(num_paths / wanted_blocks)))
-
-
-def first_decoded(
-    source: ImageSource, preprocess: Preprocess, count: int = 8, max_tries: int = 64
-) -> dict[str, np.ndarray]:
-    """The first ``count`` images of ``source`` that decode, as one batch (see :func:`as_batch`).
-
-    Files that fail are skipped (the scaled-up run records them); at most ``max_tries``
-    are tried. Raises :class:`NoReadableImagesError`, saying what to do, when none decodes.
-    """
-    decoded: list[PreparedImage] = []
-    failed: list[PreparedImage] = []
-    for path in source.paths[:max_tries]:
-        item = prepare_image(path, preprocess, source.filesystem)
-        (failed if item.error else decoded).append(item)
-        if len(decoded) == count:
-            break
-    if decoded:
-        return as_batch(decoded, preprocess.fixed_size)
-    raise none_read_error([(item.path, item.error) for item in failed], len(source.paths))
+# When nothing reads ---------------------------------------------------------------------------
 
 
 def rows_read(batch: dict[str, np.ndarray], num_paths: int) -> np.ndarray:

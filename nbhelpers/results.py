@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import platform
-import posixpath
 from collections import Counter
-from pathlib import Path
 from typing import TypedDict
 
 import pandas as pd
@@ -16,55 +14,13 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from nbhelpers.batches import NODE_COLUMN
-from nbhelpers.cluster import ActorPoolPlan, ClusterResources
-from nbhelpers.decode import failure_kind
 from nbhelpers.destination import OutputLocation
-from nbhelpers.project import OUTPUT_ROOT
+from nbhelpers.pool import ActorPoolPlan, ClusterResources
+from nbhelpers.rows import NODE_COLUMN
 
 
 class LostRowsError(RuntimeError):
     """The results do not hold exactly one row per input image."""
-
-
-def default_output_dir(notebook: str) -> Path:
-    """``outputs/<notebook>`` at the project's root, whatever the working directory."""
-    return OUTPUT_ROOT / notebook
-
-
-def describe_failures(predictions: pd.DataFrame, limit: int = 20) -> str:
-    """A short report for people: how many failed, by kind, then (at most ``limit``) each
-    file, relative to the folder all the images share, and its reason."""
-    failed = predictions[predictions["error"].notna()]
-    total = len(predictions)
-    if failed.empty and total == 1:
-        return "The image was predicted."
-    if failed.empty:
-        return f"All {total} images were predicted; none failed."
-    kinds = failed["error"].map(failure_kind).value_counts()
-    counts = ", ".join(f"{count} {kind}" for kind, count in kinds.items())
-    lines = [f"{total - len(failed)} of {total} images predicted, {len(failed)} failed: {counts}."]
-    paths = predictions["path"].astype(str).tolist()
-    names = dict(zip(paths, short_names(paths), strict=True))
-    shown = failed.head(limit)
-    width = min(48, max(len(names[path]) for path in shown["path"]))
-    lines += ["", *(f"  {names[row.path]:<{width}}  {row.error}" for row in shown.itertuples())]
-    if len(failed) > limit:
-        lines.append(f"  ... and {len(failed) - limit} more (see the error column of the results)")
-    return "\n".join(lines)
-
-
-def short_names(paths) -> list[str]:
-    """Each path relative to the deepest folder that all of them share, for tables people read."""
-    paths = [str(path) for path in paths]
-    slashed = [path.replace("\\", "/") for path in paths]
-    try:
-        root = posixpath.commonpath([posixpath.dirname(path) for path in slashed]) if paths else ""
-    except ValueError:  # relative and absolute paths mixed
-        root = ""
-    if not root or root == "/":
-        return paths
-    return [posixpath.relpath(path, root) for path in slashed]
 
 
 def check_one_row_per_image(predictions: pd.DataFrame, paths: list[str]) -> None:

@@ -1,8 +1,15 @@
-"""Find the images a notebook runs on: a local folder, an ``s3://`` URI or ``"sample"``."""
+"""Where the images are: a local folder, an ``s3://`` URI (or its local copy made by
+``make prefetch``) or the sample photos; file names that are not UTF-8, as text and back.
+
+A name that is not valid UTF-8 (old cameras, unzipped archives) travels as ``\\xNN`` escapes:
+every stage that shows or stores a path uses :func:`printable_path`; the one that opens the
+file uses :func:`path_on_disk`.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -12,13 +19,163 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pyarrow.fs as pafs
 
-from nbhelpers.cache import local_copy_of
-from nbhelpers.paths import printable_path
-from nbhelpers.s3 import S3SourceError, list_objects
+from nbhelpers.lessons import PROJECT_ROOT
+
+# Local copies of s3:// datasets, made by make prefetch ----------------------------------------
+
+
+CACHE_ENV = "NBHELPERS_CACHE"
+
+
+def dataset_cache_dir() -> Path:
+    """Where local copies of ``s3://`` datasets go: ``<$NBHELPERS_CACHE or cache/>/datasets``."""
+    cache = Path(os.environ.get(CACHE_ENV) or PROJECT_ROOT / "cache")
+    return cache.expanduser().resolve() / "datasets"
+
+
+def local_copy_path(uri: str) -> Path:
+    """Where the local copy of an ``s3://`` URI lives (``<cache>/datasets/<bucket>/<prefix>``)."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.hostname:
+        raise ValueError(f"Only s3:// URIs have a local copy; got {uri!r}.")
+    return dataset_cache_dir() / parsed.hostname / parsed.path.strip("/")
+
+
+def marker_path(folder: Path) -> Path:
+    """The file that marks ``folder`` as a complete copy (beside it, not among the images)."""
+    return folder.with_name(folder.name + ".prefetched.json")
+
+
+def local_copy_of(uri: str) -> Path | None:
+    """The complete local copy of ``uri`` made by ``make prefetch`` (with its marker), or ``None``."""
+    if not str(uri).startswith("s3://") or not urlparse(str(uri)).hostname:
+        return None  # not S3, or no bucket: find_images explains what is wrong
+    folder = local_copy_path(str(uri))
+    return folder if marker_path(folder).is_file() and folder.is_dir() else None
+
+
+# File names that are not UTF-8, as text and back ----------------------------------------------
+
+
+def printable_path(path: str) -> str:
+    """``path`` as valid UTF-8 text: bytes of a name that is not UTF-8 become ``\\xNN``.
+
+    Old cameras and unzipped archives leave names in Latin-1 or cp437, which Arrow,
+    Parquet and JSON refuse. :func:`path_on_disk` gives back the real name.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return path
+
+
+def path_on_disk(path: str) -> str | bytes:
+    """The name to open for a path from :func:`printable_path` (the bytes, where escaped)."""
+    if "\\x" not in path or os.path.lexists(path):
+        return path
+    raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m.group(1), 16)]), path.encode())
+    return raw if os.path.lexists(raw) else path
+
+
+# The s3:// file system, with the environment's endpoint and credentials -----------------------
+
+
+class S3SourceError(OSError):
+    """An ``s3://`` URI that cannot be listed or read; the message says what to check."""
+
+
+def s3_filesystem(uri: str) -> tuple[pafs.S3FileSystem, str]:
+    """A pyarrow S3 filesystem for ``uri`` and the ``bucket/prefix`` path inside it.
+
+    ``s3://anonymous@bucket/prefix`` reads a public bucket without credentials. The
+    endpoint (``AWS_ENDPOINT_URL_S3``), region and credentials of the environment are
+    resolved here, in the driver, and travel with the filesystem object, so that Ray
+    workers on any machine read from the same place with the same credentials.
+    """
+    env = os.environ.get
+    location, _, key = uri.split("://", 1)[1].partition("/")
+    user, _, bucket = location.rpartition("@")
+    if not bucket:
+        raise S3SourceError(
+            f"{uri!r} has no bucket name; expected s3://bucket/prefix "
+            "(or s3://anonymous@bucket/prefix for a public bucket)."
+        )
+    anonymous = user == "anonymous"
+    options: dict = {"anonymous": anonymous, "connect_timeout": 10, "request_timeout": 60}
+    endpoint = env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL")
+    region = env("AWS_REGION") or env("AWS_DEFAULT_REGION")
+    if endpoint:
+        endpoint_url = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        options |= {"endpoint_override": endpoint_url.netloc, "scheme": endpoint_url.scheme}
+        region = region or "us-east-1"
+    elif not region:
+        try:
+            region = pafs.resolve_s3_region(bucket)
+        except OSError as error:
+            raise S3SourceError(
+                f"Cannot reach the S3 bucket of {uri!r} ({error}). Without network, run "
+                "offline with data_uri='sample' (or a local folder) and pretrained=False, "
+                "or copy the images to a local folder first and give its path as data_uri."
+            ) from error
+    options["region"] = region
+    if not anonymous and env("AWS_ACCESS_KEY_ID"):
+        options["access_key"] = env("AWS_ACCESS_KEY_ID")
+        options["secret_key"] = env("AWS_SECRET_ACCESS_KEY", "")
+        if env("AWS_SESSION_TOKEN"):
+            options["session_token"] = env("AWS_SESSION_TOKEN")
+    if env("AWS_CA_BUNDLE"):
+        options["tls_ca_file_path"] = env("AWS_CA_BUNDLE")
+    return pafs.S3FileSystem(**options), f"{bucket}/{key.lstrip('/')}".rstrip("/")
+
+
+def list_objects(uri: str) -> tuple[list[pafs.FileInfo], pafs.S3FileSystem]:
+    """Every object below the prefix of ``uri`` (or the one object it names), and the file system."""
+    fs, path = s3_filesystem(uri)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    except FileNotFoundError:  # not a prefix: perhaps one object
+        try:
+            infos = [fs.get_file_info(path)]
+        except OSError:
+            infos = []
+        if not infos or infos[0].type != pafs.FileType.File:
+            raise S3SourceError(
+                f"data_uri {uri!r} does not exist: the bucket has no object and no prefix "
+                f"{path.partition('/')[2]!r}. Check the spelling (S3 keys are case-sensitive)."
+            ) from None
+    except OSError as error:
+        text = str(error)
+        refused = ("ACCESS_DENIED", "INVALID_ACCESS_KEY", "SIGNATURE", "FORBIDDEN", "EXPIRED")
+        if any(marker in text.upper() for marker in refused):
+            text = (
+                f"Access to {uri!r} was refused ({error}). For a public bucket use "
+                "s3://anonymous@bucket/prefix; for a private one set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) to credentials that may list it."
+            )
+        elif "NO_SUCH_BUCKET" in text or "bucket does not exist" in text:
+            bucket = path.partition("/")[0]
+            text = f"data_uri {uri!r} does not exist: there is no bucket {bucket!r}."
+        else:
+            text = (
+                f"Cannot list {uri!r}: {error}. Check the URI, your network and your AWS "
+                "credentials; use s3://anonymous@bucket/... for a public bucket, and "
+                "AWS_ENDPOINT_URL_S3 for an S3-compatible server. Without network, run "
+                "offline with data_uri='sample' and pretrained=False."
+            )
+        raise S3SourceError(text) from error
+    return [info for info in infos if info.type == pafs.FileType.File], fs
+
+
+# Finding the images ---------------------------------------------------------------------------
+
 
 # HEIC/HEIF too: without the optional pillow-heif, each is reported (a failed row), not skipped.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff")
+
+
 IMAGE_EXTENSIONS += (".webp", ".avif", ".heic", ".heif")
+
 
 SAMPLE_PHOTOS = {  # real photos that ship inside scikit-image and matplotlib: offline data
     "skimage": "astronaut.png camera.png chelsea.png coffee.png coins.png hubble_deep_field.jpg "
@@ -26,12 +183,18 @@ SAMPLE_PHOTOS = {  # real photos that ship inside scikit-image and matplotlib: o
     "matplotlib": "grace_hopper.jpg",
 }
 
+
 # "sample" lists each photo this many times (48 rows), so that an offline run has several
 # batches per stage for stats() to report on (one batch of 12 says nothing about waiting).
 SAMPLE_REPEATS = 4
 
+
 _IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
 _SYSTEM_FILES = "(system or hidden files)"
+
+
 _SUPPORTED = "a local folder or image file, an s3://bucket/prefix URI, or 'sample'"
 
 

@@ -16,10 +16,9 @@ from matplotlib import font_manager
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes
 
-from nbhelpers.columns import as_boxes, as_list
 from nbhelpers.decode import DecodeError
-from nbhelpers.detection import detections_per_class
 from nbhelpers.reading import load_image
+from nbhelpers.rows import as_boxes, as_list
 
 JPEG_QUALITY = 80
 """Photo grids are shown as JPEG: notebook 01's grid of ten photos weighed 755 KB as PNG and
@@ -182,23 +181,3 @@ def plot_detections(
         note = f" (top {max_boxes} drawn)" if len(labels) > max_boxes else ""
         titles.append(f"{name}\n{len(labels)} detections{note}")
     return show_images(images, titles, ncols=ncols, size=4.0)
-
-
-def plot_detection_summary(
-    predictions: pd.DataFrame, score_threshold: float | None = None, top: int = 15
-) -> plt.Figure:
-    """Two plots: detections per class (the ``top`` most frequent) and the score distribution."""
-    counts = detections_per_class(predictions).head(top).iloc[::-1]
-    scores = [score for cell in predictions["scores"] for score in as_list(cell)]
-    figure, (by_class, by_score) = plt.subplots(1, 2, figsize=(11, 3.8))
-    by_class.barh(counts.index, counts.to_numpy(), color="tab:blue")
-    title = f"Detections per class (top {top})" if len(counts) == top else "Detections per class"
-    by_class.set(xlabel="detections", title=title)
-    by_score.hist(scores, bins=np.linspace(score_threshold or 0.0, 1, 21), color="tab:orange")
-    by_score.set(xlabel="score", ylabel="detections")
-    by_score.set_title(f"Score distribution ({len(scores)} detections)")
-    if not scores:
-        for axis in (by_class, by_score):
-            axis.text(0.5, 0.5, "no detections", ha="center", va="center", transform=axis.transAxes)
-    figure.tight_layout()
-    return figure

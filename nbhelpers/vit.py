@@ -24,17 +24,14 @@ from huggingface_hub.constants import HF_HUB_CACHE
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 from transformers.utils import logging as transformers_logging
 
-from nbhelpers.classifier import PREDICTION_SCHEMA as CLASSIFIER_SCHEMA
-from nbhelpers.labels import imagenet_categories
-from nbhelpers.loading import OFFLINE_SEED, WeightsUnavailableError, network_timeout
-from nbhelpers.preprocess import KeepDecoded, ProcessorResize
-
-VIT_MODEL_ID = "google/vit-base-patch16-224"
-"""The pretrained ViT of notebook 02 on the Hugging Face hub (ImageNet-1k classes)."""
-
-PREDICTION_SCHEMA = CLASSIFIER_SCHEMA
-"""The columns of a ViT's rows: those of every classifier lesson
-(:data:`nbhelpers.classifier.PREDICTION_SCHEMA`)."""
+from nbhelpers.lessons import VIT_MODEL_ID
+from nbhelpers.models import (
+    OFFLINE_SEED,
+    WeightsUnavailableError,
+    imagenet_categories,
+    network_timeout,
+)
+from nbhelpers.reading import KeepDecoded, ProcessorResize
 
 OFFLINE_VIT_LAYOUT = {
     "image_size": 224,
@@ -47,6 +44,7 @@ OFFLINE_VIT_LAYOUT = {
 }
 """The tiny offline ViT (0.2 M parameters). A large ``initializer_range`` (usually 0.02) and
 a scaled head give answers that depend on the image, so comparing runs tests something."""
+
 
 OFFLINE_VIT_HEAD_SCALE = 10.0
 

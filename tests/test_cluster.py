@@ -6,12 +6,7 @@ import math
 
 import pytest
 
-from nbhelpers.cluster import (
-    GPU_ACTOR_CPUS,
-    ClusterResources,
-    GPUUnavailableError,
-    size_actor_pool,
-)
+from nbhelpers.pool import GPU_ACTOR_CPUS, ClusterResources, GPUUnavailableError, size_actor_pool
 
 
 @pytest.mark.parametrize("cpus", [1, 2, 16])

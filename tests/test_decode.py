@@ -14,8 +14,14 @@ import quirky_images as quirks
 from PIL import Image
 
 from nbhelpers.decode import DecodeError, decode, failure_kind
-from nbhelpers.preprocess import CenterCrop, LimitSize
-from nbhelpers.reading import decode_batch, load_image, prepare_image, read_bytes
+from nbhelpers.reading import (
+    CenterCrop,
+    LimitSize,
+    decode_batch,
+    load_image,
+    prepare_image,
+    read_bytes,
+)
 
 RED, BLUE, WHITE = quirks.RED, quirks.BLUE, (255, 255, 255)
 
@@ -176,7 +182,7 @@ def test_prepare_batch_keeps_every_row(tmp_path):
 PEAK_MEMORY_SCRIPT = """
 import resource, sys
 from nbhelpers.reading import prepare_image
-from nbhelpers.preprocess import CenterCrop
+from nbhelpers.reading import CenterCrop
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 item = prepare_image(sys.argv[1], CenterCrop(), None)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -10,35 +10,42 @@ import torch
 from PIL import Image
 from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights
 
-from nbhelpers.batches import CALL_COLUMN, NODE_COLUMN, predicted_columns
-from nbhelpers.columns import as_boxes
 from nbhelpers.destination import output_location
-from nbhelpers.detection import (
-    OFFLINE_SCORE_THRESHOLD,
-    PREDICTION_SCHEMA,
-    PRETRAINED_SCORE_THRESHOLD,
-    BackboneInHalfPrecision,
-    build_fasterrcnn,
-    choose_score_threshold,
-    detections_per_class,
-    image_rows,
-    scale_boxes,
-    with_backbone_in,
-)
-from nbhelpers.evaluate import box_iou, compare_detections, evaluate_against_voc_annotations
-from nbhelpers.loading import WeightsUnavailableError
-from nbhelpers.reading import decode_batch, object_array
-from nbhelpers.results import read_predictions
-from nbhelpers.visualize import draw_detections
-from nbhelpers.voc import (
+from nbhelpers.evaluate import (
     VOC_TO_COCO,
     AnnotationError,
     annotation_path,
+    box_iou,
     coco_name,
+    compare_detections,
+    evaluate_against_voc_annotations,
     find_voc_annotations,
     mean_average_precision,
     parse_voc_xml,
 )
+from nbhelpers.models import (
+    OFFLINE_SCORE_THRESHOLD,
+    PRETRAINED_SCORE_THRESHOLD,
+    BackboneInHalfPrecision,
+    WeightsUnavailableError,
+    build_fasterrcnn,
+    choose_score_threshold,
+    with_backbone_in,
+)
+from nbhelpers.reading import decode_batch
+from nbhelpers.results import read_predictions
+from nbhelpers.rows import (
+    CALL_COLUMN,
+    NODE_COLUMN,
+    as_boxes,
+    detections_per_class,
+    image_rows,
+    object_array,
+    predicted_columns,
+    scale_boxes,
+)
+from nbhelpers.rows import DETECTOR_SCHEMA as PREDICTION_SCHEMA
+from nbhelpers.visualize import draw_detections
 
 COCO = tuple(FasterRCNN_ResNet50_FPN_V2_Weights.DEFAULT.meta["categories"])
 

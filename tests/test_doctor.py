@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from nbhelpers import catalog
-from nbhelpers.cache import CACHE_ENV, local_copy_path, marker_path
+from nbhelpers import lessons
+from nbhelpers.sources import CACHE_ENV, local_copy_path, marker_path
 from tools import doctor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,20 +80,20 @@ def test_exit_status_is_non_zero_when_something_required_is_missing(monkeypatch,
 
 
 def test_cached_weights_and_datasets_are_found(monkeypatch, tmp_path):
-    from nbhelpers.loading import cached_weights_path
+    from nbhelpers.models import cached_weights_path
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     before = {c.name: c.status for c in doctor.check_cached_models()}
     assert before["weights ResNet152"] == doctor.WARN
-    path = cached_weights_path(catalog.torchvision_weights()[0])
+    path = cached_weights_path(lessons.torchvision_weights()[0])
     path.parent.mkdir(parents=True)
     path.write_bytes(b"weights")
     after = {c.name: c.status for c in doctor.check_cached_models()}
     assert after["weights ResNet152"] == doctor.OK
     assert after["weights FasterRCNN_ResNet50_FPN_V2"] == doctor.WARN
 
-    uri = catalog.datasets()[0]
+    uri = lessons.datasets()[0]
     copy = local_copy_path(uri)
     copy.mkdir(parents=True)
     marker_path(copy).write_text('{"num_images": 3}')

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 from conftest import NOTEBOOK_TIMEOUT_S
 
-from nbhelpers import catalog
+from nbhelpers import lessons
 from tools.papermill_runner import execute_notebook
 
 pytestmark = pytest.mark.notebook
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.notebook
 # Notebook 01 in make test; the others, which stop in the same function, in make test-long.
 NOTEBOOKS = [
     entry.notebook if index == 0 else pytest.param(entry.notebook, marks=pytest.mark.long)
-    for index, entry in enumerate(catalog.NOTEBOOKS)
+    for index, entry in enumerate(lessons.NOTEBOOKS)
 ]
 
 

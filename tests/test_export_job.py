@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import quirky_images as quirks
 
-from nbhelpers import catalog
+from nbhelpers import lessons
 from tools import export_job, papermill_runner
 
 pytestmark = pytest.mark.notebook
@@ -37,7 +37,7 @@ def run_job(notebook: str, tmp_path, data_uri: str) -> pd.DataFrame:
     script = tmp_path / "job.py"
     parameters = {"pretrained": False, "data_uri": data_uri, "output_dir": str(tmp_path / "out")}
     parameters |= {"batch_size": 4}  # several model calls
-    script.write_text(export_job.job_script(catalog.entry(notebook).path, parameters))
+    script.write_text(export_job.job_script(lessons.entry(notebook).path, parameters))
     environment = papermill_runner.environment({"RAY_ADDRESS": ""})
     done = subprocess.run(
         [sys.executable, str(script)],
@@ -52,7 +52,7 @@ def run_job(notebook: str, tmp_path, data_uri: str) -> pd.DataFrame:
 
 
 def test_the_job_is_plain_python_for_every_lesson():
-    for entry in catalog.entries():
+    for entry in lessons.entries():
         script = export_job.job_script(entry.path, {"pretrained": False})
         assert "write_parquet(" in script and "map_batches(" in script, entry.notebook
         assert "\npretrained = False\n" in script

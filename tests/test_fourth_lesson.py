@@ -28,9 +28,9 @@ from __future__ import annotations
 import torch
 from torchvision.models import ResNet18_Weights, resnet18
 
-from nbhelpers.classifier import ClassifierSpec, classifier_spec
-from nbhelpers.loading import load_pretrained
-from nbhelpers.resnet import offline_resnet
+from nbhelpers.models import ClassifierSpec, classifier_spec
+from nbhelpers.models import load_pretrained
+from nbhelpers.models import offline_resnet
 
 PRETRAINED_WEIGHTS = ResNet18_Weights.DEFAULT
 
@@ -73,7 +73,7 @@ import json, sys, time
 launched = time.time()
 from torchvision.models import ResNet18_Weights
 from benchmarks.pipelines import notebook_entry, run_notebook_pipeline
-from nbhelpers.classifier import classifier_spec
+from nbhelpers.models import classifier_spec
 entry = notebook_entry("05")
 run = {"launched": launched, "folder": "sample", "num_images": 4, "batch_size": 2,
        "output_dir": sys.argv[1]}

@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 from jupyter_rest import rest_call
 
-from nbhelpers import catalog
+from nbhelpers import lessons
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = "batch-inference"
-NOTEBOOKS = [entry.path.name for entry in catalog.NOTEBOOKS]
+NOTEBOOKS = [entry.path.name for entry in lessons.NOTEBOOKS]
 
 
 def _free_port() -> int:

@@ -6,7 +6,8 @@ import pytest
 from conftest import IMAGENETTE_SYNSETS
 from torchvision.models import ResNet152_Weights
 
-from nbhelpers.labels import imagenet_categories, imagenet_synsets, labels_from_paths, synset_index
+from nbhelpers.evaluate import labels_from_paths
+from nbhelpers.models import imagenet_categories, imagenet_synsets, synset_index
 
 CATEGORIES = ResNet152_Weights.DEFAULT.meta["categories"]
 

@@ -17,8 +17,8 @@ from ray.data._internal.execution.resource_manager import ResourceManager
 from ray.data._internal.stats import DatasetStatsSummary, OperatorStatsSummary
 from torchvision.transforms.v2.functional import normalize
 
-from nbhelpers import cluster, devices
-from nbhelpers.stats import stage_table
+from nbhelpers import pool, runtime
+from nbhelpers.runtime import stage_table
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_stats_rates_are_rows_over_the_stage_window_and_over_its_tasks_time(loca
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=0.5,
             batch_size=8,
-            **cluster.STOP_ON_ACTOR_CRASH,
+            **runtime.STOP_ON_ACTOR_CRASH,
         )
         table = stage_table(dataset.materialize().stats())
         assert table.loc["MapBatches(Sleeper)", "rows"] == 64
@@ -128,8 +128,8 @@ def test_the_write_stage_returns_one_row_per_write_task(local_ray, tmp_path):
 def test_normalize_uses_tensors_already_on_the_device_as_they_are():
     # Notebooks 01 and 02: "given lists, normalize would copy them to the GPU at every call".
     imagenet_mean, imagenet_std = (0.485, 0.456, 0.406), [0.229, 0.224, 0.225]
-    mean, std = devices.mean_and_std_on("cpu", imagenet_mean, imagenet_std)
-    again = devices.mean_and_std_on(torch.device("cpu"), list(imagenet_mean), imagenet_std)
+    mean, std = pool.mean_and_std_on("cpu", imagenet_mean, imagenet_std)
+    again = pool.mean_and_std_on(torch.device("cpu"), list(imagenet_mean), imagenet_std)
     assert again[0] is mean and again[1] is std  # made once
     assert torch.as_tensor(mean, dtype=torch.float32, device="cpu") is mean  # what normalize does
     assert torch.as_tensor([0.485], dtype=torch.float32, device="cpu") is not mean
@@ -140,7 +140,7 @@ def test_normalize_uses_tensors_already_on_the_device_as_they_are():
 def test_a_cpu_computes_in_float32_and_autocast_runs_convolutions_in_bfloat16():
     # Notebook 01, section 2: float32 on a CPU; under autocast(bfloat16) the network's
     # convolutions compute in bfloat16 (CPU autocast here, as on a GPU).
-    assert cluster.compute_dtype("cpu") == torch.float32
+    assert pool.compute_dtype("cpu") == torch.float32
     convolution = torch.nn.Conv2d(3, 4, 3)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert convolution(torch.rand(1, 3, 8, 8)).dtype == torch.bfloat16

@@ -10,7 +10,7 @@ import quirky_images as quirks
 from PIL import Image
 
 from nbhelpers.decode import failure_kind
-from nbhelpers.paths import printable_path
+from nbhelpers.sources import printable_path
 
 pytestmark = pytest.mark.notebook
 

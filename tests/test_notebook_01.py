@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from conftest import IMAGENETTE_SYNSETS, check_small_figures
 
-from nbhelpers.labels import labels_from_paths
+from nbhelpers.evaluate import labels_from_paths
 from nbhelpers.sources import SAMPLE_REPEATS
 
 pytestmark = pytest.mark.notebook

@@ -25,10 +25,10 @@ from test_notebook_01 import check_contract  # tests/ is on sys.path (rootdir-re
 from transformers import pipeline
 
 from benchmarks import pipelines
-from nbhelpers import vit
+from nbhelpers import lessons, vit
 from nbhelpers.decode import failure_kind
-from nbhelpers.labels import imagenet_categories, labels_from_paths
-from nbhelpers.loading import WeightsUnavailableError
+from nbhelpers.evaluate import labels_from_paths
+from nbhelpers.models import WeightsUnavailableError, imagenet_categories
 from nbhelpers.reading import open_image, prepare_image
 from nbhelpers.sources import SAMPLE_REPEATS
 
@@ -125,7 +125,7 @@ def test_model_to_load_names_the_model_and_turns_failures_into_advice(tmp_path):
 def test_missing_model_folder_says_what_to_do(tmp_path):
     with pytest.raises(WeightsUnavailableError, match="does not exist"):
         vit.model_source(pretrained=True, model_id=str(tmp_path / "no-such-model"))
-    assert vit.model_source(pretrained=True) == vit.VIT_MODEL_ID
+    assert vit.model_source(pretrained=True) == lessons.VIT_MODEL_ID
     assert Path(vit.model_source(pretrained=False)).is_dir()
 
 
@@ -136,8 +136,8 @@ def test_offline_hub_without_cache_stops_with_a_clear_message(tmp_path):
         "from nbhelpers import vit\n"
         "from nbhelpers.loading import WeightsUnavailableError\n"
         "try:\n"
-        "    with vit.model_loading(vit.VIT_MODEL_ID):\n"
-        "        pipeline('image-classification', model=vit.VIT_MODEL_ID)\n"
+        "    with vit.model_loading(lessons.VIT_MODEL_ID):\n"
+        "        pipeline('image-classification', model=lessons.VIT_MODEL_ID)\n"
         "except WeightsUnavailableError as error:\n"
         "    print(error)\n"
     )
@@ -232,7 +232,7 @@ def test_classify_gives_the_pipelines_own_answers(sample_photos):
     normalisation in classify) against the pipeline's own call on the whole photos."""
     names = ["load_vit_pipeline", "read_images", "classify"]
     lesson = pipelines.notebook_definitions(NOTEBOOK_PATH, names)
-    vit_pipeline = lesson["load_vit_pipeline"](False, vit.VIT_MODEL_ID, "cpu")
+    vit_pipeline = lesson["load_vit_pipeline"](False, lessons.VIT_MODEL_ID, "cpu")
     preprocess = vit.read_preprocessing(vit_pipeline)
     paths = np.array([str(path) for path in sample_photos[:6]] + [str(sample_photos[0]) + ".no"])
     batch = lesson["read_images"]({"path": paths}, None, preprocess)
@@ -270,7 +270,7 @@ def test_sample_photos_offline(run_notebook, tmp_path, sample_photos):
     assert summary["notebook"] == NOTEBOOK and summary["num_failed"] == 0
     assert summary["accuracy"] is None  # the sample photos carry no labels
     assert summary["parity"] == {"checked": 8, "matching": 8, "ok": True}
-    assert summary["parameters"]["model_id"] == vit.VIT_MODEL_ID
+    assert summary["parameters"]["model_id"] == lessons.VIT_MODEL_ID
     assert summary["parameters"]["batch_size"] == 16
     assert summary["model"] == str(vit.model_source(pretrained=False))
     assert list(predictions.columns[:6]) == [

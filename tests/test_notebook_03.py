@@ -19,8 +19,8 @@ from PIL import Image
 from test_notebook_01 import MAX_EXECUTED_BYTES, check_parity_spans_batches
 from test_notebook_01 import SUMMARY_FIELDS as CONTRACT_FIELDS
 
-from nbhelpers.columns import as_boxes, as_list
-from nbhelpers.detection import OFFLINE_SCORE_THRESHOLD
+from nbhelpers.models import OFFLINE_SCORE_THRESHOLD
+from nbhelpers.rows import as_boxes, as_list
 
 NOTEBOOK = "03_fasterrcnn_detection"
 PATH = Path(__file__).resolve().parent.parent / "notebooks" / f"{NOTEBOOK}.ipynb"

@@ -87,8 +87,8 @@ def test_parity_tolerance_says_why_it_is_wider_in_half_precision():
 ON_A_REAL_RAY = """
 import json, sys
 import ray
-from nbhelpers import cluster
-from nbhelpers.cluster import ClusterResources, GPUUnavailableError, local_device, size_actor_pool
+from nbhelpers import pool
+from nbhelpers.pool import ClusterResources, GPUUnavailableError, local_device, size_actor_pool
 from nbhelpers.destination import output_location
 
 found = {}
@@ -101,7 +101,7 @@ try:
 except GPUUnavailableError as error:
     found["required"] = str(error)
 # A cluster whose GPUs torch can use, seen from a process that has none (a CPU-only head node).
-cluster.torch_can_use_the_gpus = lambda: None  # what the check finds on a real GPU node
+pool.torch_can_use_the_gpus = lambda: None  # what the check finds on a real GPU node
 plan = size_actor_pool(ClusterResources.from_ray())
 found["gpu_cluster"] = [plan.use_gpu, plan.device, local_device(plan)]
 found["pinned"] = output_location(sys.argv[1]).ray_remote_args.get("num_cpus")

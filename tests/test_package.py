@@ -100,19 +100,19 @@ def test_every_public_function_and_class_has_a_docstring(name):
 
 def test_the_package_docstring_lists_every_module():
     import nbhelpers
-    from nbhelpers import catalog
+    from nbhelpers import lessons
 
     listed = {line.split("``")[1] for line in nbhelpers.__doc__.splitlines() if "``" in line}
     assert listed <= set(MODULES), listed - set(MODULES)
     # A lesson's model module is listed by its catalog entry; every other module here.
     unlisted = set(MODULES) - listed
-    assert unlisted <= {entry.model_module for entry in catalog.NOTEBOOKS}, unlisted
+    assert unlisted <= {entry.model_module for entry in lessons.NOTEBOOKS}, unlisted
 
 
 def test_the_maintainers_page_lists_every_module():
     text = (Path(__file__).resolve().parent.parent / "docs" / "maintenance.md").read_text()
     listed = set(re.findall(r"`(\w+)`", text.split("## Adding a notebook")[0]))
-    from nbhelpers import catalog
+    from nbhelpers import lessons
 
-    models = {entry.model_module for entry in catalog.NOTEBOOKS}
+    models = {entry.model_module for entry in lessons.NOTEBOOKS}
     assert set(MODULES) - models <= listed, set(MODULES) - models - listed

@@ -12,7 +12,7 @@ more live progress display and more chance of a lost reply. The progress display
 as a learner gets it, and must be drawn without a widget: a widget's output made
 papermill's client send on the shell socket while it waited there for the cell's reply,
 and about 1 run in 5 to 20 then waited for ever (see
-:func:`nbhelpers.progress.draw_live_display_with_display_handles`).
+:func:`nbhelpers.runtime.draw_live_display_with_display_handles`).
 
 Marked ``long`` (``make test-long``, CI): about 7 minutes on 2 CPU cores.
 """

@@ -14,8 +14,8 @@ import pytest
 from conftest import ROOT
 
 from benchmarks import metrics, pipelines, sampler
-from nbhelpers import catalog
-from nbhelpers.cluster import ClusterResources, size_actor_pool, torch_threads_per_actor
+from nbhelpers import lessons
+from nbhelpers.pool import ClusterResources, size_actor_pool, torch_threads_per_actor
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def test_two_core_machine_gives_the_single_actor_both_cores():
 # The benchmark's collection: notebook 01's own cells, no copy of them.
 
 
-@pytest.mark.parametrize("entry", catalog.entries(), ids=lambda entry: entry.notebook)
+@pytest.mark.parametrize("entry", lessons.entries(), ids=lambda entry: entry.notebook)
 def test_the_benchmark_runs_the_notebooks_pipeline_cells_from_imports_to_write(entry):
     cells = pipelines.pipeline_cells(entry.path)
     code = "\n".join(cells)
@@ -68,12 +68,12 @@ def test_the_benchmark_writes_no_ray_data_call_of_the_notebooks_again():
 
 def test_the_benchmark_runs_the_notebooks_own_model_call_and_actor():
     names = ["classify", "ResNetPredictor"]
-    notebook = pipelines.notebook_definitions(catalog.entry("01").path, names)
+    notebook = pipelines.notebook_definitions(lessons.entry("01").path, names)
     assert callable(notebook["classify"]) and isinstance(notebook["ResNetPredictor"], type)
-    assert notebook["ResNetPredictor"].__module__ == catalog.entry("01").path.stem
+    assert notebook["ResNetPredictor"].__module__ == lessons.entry("01").path.stem
     assert "ResNet18_Weights" not in notebook  # the exercises' imports stay out
     with pytest.raises(LookupError, match="no_such_name"):
-        pipelines.notebook_definitions(catalog.entry("01").path, ["no_such_name"])
+        pipelines.notebook_definitions(lessons.entry("01").path, ["no_such_name"])
 
 
 class _Doubler:
@@ -171,9 +171,9 @@ def test_ratios_hold_the_three_targets():
 LOADER = """
 import json, sys, time
 from benchmarks.pipelines import run_notebook_pipeline, skipped_definitions
-from nbhelpers import catalog
+from nbhelpers import lessons
 rows = {}
-for entry in catalog.NOTEBOOKS:
+for entry in lessons.NOTEBOOKS:
     run = {"launched": time.time(), "folder": "sample", "num_images": 2, "batch_size": 2,
            "output_dir": f"{sys.argv[1]}/{entry.notebook}"}
     given = skipped_definitions(entry.notebook)
@@ -199,4 +199,4 @@ def test_the_benchmarks_loader_runs_every_notebooks_pipeline_cells(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = json.loads(result.stdout.strip().splitlines()[-1])
-    assert rows == {entry.notebook: 2 for entry in catalog.NOTEBOOKS}
+    assert rows == {entry.notebook: 2 for entry in lessons.NOTEBOOKS}

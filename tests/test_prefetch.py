@@ -16,15 +16,9 @@ from urllib.parse import urlparse
 import pytest
 from conftest import S3Server, jpeg_bytes
 
-from nbhelpers import catalog
-from nbhelpers.cache import (
-    CACHE_ENV,
-    local_copy_of,
-    local_copy_path,
-    marker_path,
-)
-from nbhelpers.catalog import IMAGENETTE_VAL_URI, VOC_ANIMALS_URI
-from nbhelpers.sources import find_images
+from nbhelpers import lessons
+from nbhelpers.lessons import IMAGENETTE_VAL_URI, VOC_ANIMALS_URI
+from nbhelpers.sources import CACHE_ENV, find_images, local_copy_of, local_copy_path, marker_path
 from tools import prefetch
 
 SYNSETS = ("n01440764", "n02102040", "n03000684")
@@ -127,7 +121,7 @@ def save_seeded_resnets(torch_home: Path) -> None:
     import torch
     from torchvision.models import ResNet18_Weights, ResNet152_Weights, resnet18, resnet152
 
-    from nbhelpers.resnet import offline_resnet
+    from nbhelpers.models import offline_resnet
 
     for weights, builder in ((ResNet152_Weights, resnet152), (ResNet18_Weights, resnet18)):
         path = torch_home / "hub" / "checkpoints" / Path(weights.DEFAULT.url).name
@@ -144,7 +138,7 @@ def test_pretrained_defaults_run_offline_after_prefetch(
     torch_home = tmp_path / "torch"
     save_seeded_resnets(torch_home)
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
-    assert prefetch.weights_are_cached(catalog.torchvision_weights()[0])
+    assert prefetch.weights_are_cached(lessons.torchvision_weights()[0])
     datasets_on_s3.stop()  # from here on, no S3 at all
 
     # Default data_uri (the S3 Imagenette URI) and pretrained=True; only the output moves.

@@ -8,7 +8,7 @@ import io
 from rich.console import Console
 from rich.text import Text
 
-from nbhelpers import progress
+from nbhelpers import runtime
 
 
 class Handle:
@@ -25,10 +25,10 @@ def test_ray_data_draws_its_live_display_through_one_display_handle(monkeypatch)
     from ray.data._internal.progress import rich_progress
 
     monkeypatch.setattr(rich_progress, "Live", rich_progress.Live)  # put back afterwards
-    progress.draw_live_display_with_display_handles()
-    assert rich_progress.Live is progress.DisplayHandleLive
-    progress.draw_live_display_with_display_handles()  # a second start_ray: the same
-    assert rich_progress.Live is progress.DisplayHandleLive
+    runtime.draw_live_display_with_display_handles()
+    assert rich_progress.Live is runtime.DisplayHandleLive
+    runtime.draw_live_display_with_display_handles()  # a second start_ray: the same
+    assert rich_progress.Live is runtime.DisplayHandleLive
 
     calls: list = []
 
@@ -41,7 +41,7 @@ def test_ray_data_draws_its_live_display_through_one_display_handle(monkeypatch)
 
     monkeypatch.setattr("IPython.display.display", display)
     console = Console(file=io.StringIO(), force_jupyter=True, width=60)
-    live = progress.DisplayHandleLive(Text("rows 1/4"), console=console, auto_refresh=False)
+    live = runtime.DisplayHandleLive(Text("rows 1/4"), console=console, auto_refresh=False)
     live.start(refresh=True)
     live.update(Text("rows 4/4"), refresh=True)
     live.stop()
@@ -59,6 +59,6 @@ def test_in_a_terminal_the_live_display_is_riches_own(monkeypatch):
     )
     out = io.StringIO()
     console = Console(file=out, force_jupyter=False, force_terminal=False, width=60)
-    with progress.DisplayHandleLive(Text("rows 4/4"), console=console, auto_refresh=False):
+    with runtime.DisplayHandleLive(Text("rows 4/4"), console=console, auto_refresh=False):
         pass
     assert "rows 4/4" in out.getvalue()

@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from nbhelpers import catalog
+from nbhelpers import lessons
 from tools import doctor, lock
 
 try:
@@ -149,7 +149,7 @@ def test_notebook_kernel_is_the_one_make_setup_registers(path):
     assert "KERNEL_DISPLAY_NAME := Python (batch inference)" in makefile
 
 
-ENTRIES = {entry.notebook: entry for entry in catalog.NOTEBOOKS}
+ENTRIES = {entry.notebook: entry for entry in lessons.NOTEBOOKS}
 
 
 def test_no_warning_of_ray_is_hidden_by_the_package():
@@ -163,7 +163,7 @@ def test_no_warning_of_ray_is_hidden_by_the_package():
 
 def test_every_notebook_has_its_entry_in_the_catalog():
     assert sorted(ENTRIES) == sorted(path.stem for path in NOTEBOOKS)
-    for entry in catalog.NOTEBOOKS:
+    for entry in lessons.NOTEBOOKS:
         assert (ROOT / "nbhelpers" / f"{entry.model_module}.py").is_file(), entry
 
 

@@ -15,7 +15,7 @@ import pytest
 import ray
 from ipykernel.iostream import OutStream
 
-from nbhelpers import destination, progress
+from nbhelpers import destination, runtime
 
 
 class ZMQInteractiveShell:
@@ -34,7 +34,7 @@ def test_in_a_kernel_ray_data_draws_progress_bars_not_log_lines(monkeypatch):
     monkeypatch.setattr(context, "enable_rich_progress_bars", False)
     monkeypatch.setattr(context, "use_ray_tqdm", True)
     before = type(get_progress_manager(context, "before", {}, False)).__name__
-    progress.quiet_ray_output()
+    runtime.quiet_ray_output()
     after = type(get_progress_manager(context, "after", {}, False)).__name__
     assert stream.isatty()
     assert (before, after) == ("LoggingExecutionProgressManager", "RichExecutionProgressManager")
@@ -43,7 +43,7 @@ def test_in_a_kernel_ray_data_draws_progress_bars_not_log_lines(monkeypatch):
 def test_outside_a_kernel_the_output_is_left_as_it_is(monkeypatch):
     monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None))
     isatty = sys.stdout.isatty()
-    assert not progress.mark_kernel_output_interactive()
+    assert not runtime.mark_kernel_output_interactive()
     assert sys.stdout.isatty() == isatty
 
 
@@ -96,9 +96,9 @@ def test_a_local_output_dir_is_refused_through_ray_client(monkeypatch, tmp_path)
     Ray Client needs ``ray[client]``, which the project does not install: the connection is
     stood in for by what Ray 2.60's ``ray.init`` itself asks, its count of client connections.
     """
-    assert not destination.through_ray_client()  # no connection in this process
+    assert not runtime.through_ray_client()  # no connection in this process
     assert destination.output_location(tmp_path / "run").is_local
     monkeypatch.setattr(ray.util.client, "num_connected_contexts", lambda: 1)
-    assert destination.through_ray_client()
+    assert runtime.through_ray_client()
     with pytest.raises(destination.OutputLocationError, match="through Ray Client"):
         destination.output_location(tmp_path / "run")

@@ -12,9 +12,14 @@ import quirky_images as quirks
 from PIL import Image
 
 from benchmarks.feed import DelayedFiles
-from nbhelpers.batches import decoded_mask, predict_decoded, prediction_schema
-from nbhelpers.preprocess import CenterCrop
-from nbhelpers.reading import NoReadableImagesError, decode_batch, first_decoded, rows_per_block
+from nbhelpers.reading import (
+    CenterCrop,
+    NoReadableImagesError,
+    decode_batch,
+    first_decoded,
+    rows_per_block,
+)
+from nbhelpers.rows import decoded_mask, predict_decoded, prediction_schema
 from nbhelpers.sources import find_images
 
 SCHEMA = prediction_schema(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nbhelpers import catalog
+from nbhelpers import lessons
 from tools import papermill_runner, run_notebooks
 from tools.report import NotebookReport, describe_device, quality, write_index
 
@@ -74,10 +74,10 @@ def test_a_failing_notebook_makes_the_job_fail_but_the_others_still_run(tmp_path
 
     monkeypatch.setattr(run_notebooks, "execute", fake_execute)
     assert run_notebooks.main(["--smoke", "--output-root", str(tmp_path)]) == 1
-    assert ran == [entry.notebook for entry in catalog.NOTEBOOKS]
+    assert ran == [entry.notebook for entry in lessons.NOTEBOOKS]
     rows = [line for line in (tmp_path / "index.md").read_text().splitlines() if "_" in line]
     statuses = [line.split("|")[2].strip() for line in rows if line.startswith("|")]
-    assert statuses == ["failed"] + ["ok"] * (len(catalog.NOTEBOOKS) - 1)
+    assert statuses == ["failed"] + ["ok"] * (len(lessons.NOTEBOOKS) - 1)
 
 
 @pytest.mark.notebook

@@ -10,8 +10,7 @@ import sys
 import pytest
 from conftest import IMAGENETTE_SYNSETS, run_into_bucket
 
-from nbhelpers.preprocess import CenterCrop
-from nbhelpers.reading import prepare_image
+from nbhelpers.reading import CenterCrop, prepare_image
 from nbhelpers.sources import DataSourceError, find_images
 
 PUBLIC_URI = "s3://anonymous@public-photos/imagenette/val"

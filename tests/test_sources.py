@@ -91,8 +91,7 @@ def test_names_that_are_not_utf8_become_printable_and_still_open(tmp_path):
     """A Latin-1 name (old camera, ZIP extracted on Linux) must not break Arrow or Parquet."""
     import pyarrow as pa
 
-    from nbhelpers.preprocess import CenterCrop
-    from nbhelpers.reading import prepare_image
+    from nbhelpers.reading import CenterCrop, prepare_image
 
     latin1 = tmp_path / os.fsdecode(b"caf\xe9 photo.jpg")
     quirks.write_halves(latin1)

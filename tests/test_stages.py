@@ -10,13 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from nbhelpers.cluster import ClusterResources, size_actor_pool
 from nbhelpers.destination import output_location
 from nbhelpers.evaluate import accuracy, compare_classifications, confusion_matrix, parity_summary
-from nbhelpers.loading import WeightsUnavailableError, load_pretrained
-from nbhelpers.preprocess import CenterCrop
-from nbhelpers.reading import prepare_image
-from nbhelpers.resnet import build_resnet152
+from nbhelpers.models import WeightsUnavailableError, build_resnet152, load_pretrained
+from nbhelpers.pool import ClusterResources, size_actor_pool
+from nbhelpers.reading import CenterCrop, prepare_image
 from nbhelpers.results import (
     LostRowsError,
     build_summary,
@@ -24,8 +22,8 @@ from nbhelpers.results import (
     read_predictions,
     write_summary,
 )
+from nbhelpers.runtime import stage_table
 from nbhelpers.sources import choose_num_images, find_images
-from nbhelpers.stats import stage_table
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import json
 import nbformat
 import pytest
 
-from nbhelpers import catalog
+from nbhelpers import lessons
 from tools import papermill_runner, time_tables
 
 
@@ -21,7 +21,7 @@ def committed_table(notebook: dict) -> tuple[list[tuple[str, str]], str]:
     return [(row[0].strip(), row[1].strip()) for row in rows], sentence
 
 
-@pytest.mark.parametrize("entry", catalog.NOTEBOOKS, ids=lambda entry: entry.path.stem)
+@pytest.mark.parametrize("entry", lessons.NOTEBOOKS, ids=lambda entry: entry.path.stem)
 def test_each_time_table_has_the_notebooks_sections_and_reading_times(entry):
     notebook = json.loads(entry.path.read_text())
     rows, sentence = committed_table(notebook)

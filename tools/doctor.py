@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nbhelpers.cache import local_copy_of, marker_path
-from nbhelpers.project import PROJECT_ROOT
+from nbhelpers.lessons import PROJECT_ROOT
+from nbhelpers.sources import local_copy_of, marker_path
 
 try:
     import tomllib
@@ -161,7 +161,7 @@ gpus = total.get("GPU", 0)
 problem = None
 if gpus >= 1:  # Ray counts GPUs through NVML: can torch, in a one-GPU task, use them?
     try:
-        from nbhelpers.devices import torch_can_use_the_gpus
+        from nbhelpers.pool import torch_can_use_the_gpus
         problem = torch_can_use_the_gpus()
     except ImportError as error:
         problem = f"cannot check whether torch can use them: {error}"

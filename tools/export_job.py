@@ -16,8 +16,8 @@ import ast
 import json
 from pathlib import Path
 
-from nbhelpers import catalog
-from nbhelpers.project import OUTPUT_ROOT
+from nbhelpers import lessons
+from nbhelpers.lessons import OUTPUT_ROOT
 from tools.run_notebooks import parameter_value
 
 PIPELINE_TAG = "pipeline"
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     parser.add_argument("--out", type=Path, help="default: outputs/jobs/<notebook>.py")
     args = parser.parse_args()
-    entry = catalog.entry(args.notebook)
+    entry = lessons.entry(args.notebook)
     out = args.out or OUTPUT_ROOT / "jobs" / f"{entry.notebook}.py"
     out.parent.mkdir(parents=True, exist_ok=True)
     parameters = {name: parameter_value(value) for name, value in args.p}

@@ -24,7 +24,7 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 
-from nbhelpers.project import PROJECT_ROOT
+from nbhelpers.lessons import PROJECT_ROOT
 from tools.doctor import PYTHON_VERSIONS
 
 CONSTRAINTS = PROJECT_ROOT / "constraints.txt"

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import nbformat
 
-from nbhelpers.project import NOTEBOOK_DIR, PROJECT_ROOT
+from nbhelpers.lessons import NOTEBOOK_DIR, PROJECT_ROOT
 
 KERNEL = "python3"
 """Papermill's kernel: ``python3`` resolves to the Python that runs papermill."""

@@ -36,17 +36,18 @@ import pyarrow.fs as pafs
 import torch
 from huggingface_hub import snapshot_download, try_to_load_from_cache
 
-from nbhelpers import catalog
-from nbhelpers.cache import (
+from nbhelpers import lessons
+from nbhelpers.evaluate import annotation_path
+from nbhelpers.models import cached_weights_path
+from nbhelpers.sources import (
     CACHE_ENV,
     dataset_cache_dir,
+    is_image_name,
     local_copy_path,
     marker_path,
+    pick_evenly,
+    s3_filesystem,
 )
-from nbhelpers.loading import cached_weights_path
-from nbhelpers.s3 import s3_filesystem
-from nbhelpers.sources import is_image_name, pick_evenly
-from nbhelpers.voc import annotation_path
 
 
 class PrefetchError(RuntimeError):
@@ -155,7 +156,7 @@ def prefetch_dataset(
     """Copy the images of an ``s3://`` dataset (and VOC annotations) into the local cache.
 
     Args:
-        uri: the dataset, e.g. :data:`nbhelpers.catalog.IMAGENETTE_VAL_URI`.
+        uri: the dataset, e.g. :data:`nbhelpers.lessons.IMAGENETTE_VAL_URI`.
         num_images: copy at most this many images, spread evenly over the sorted
             keys so that every class folder is represented (``None``: all).
         threads: parallel downloads.
@@ -207,15 +208,15 @@ def prefetch_dataset(
 
 def _steps(args: argparse.Namespace) -> Iterable[tuple[str, Callable[[], object]]]:
     if not args.skip_weights:
-        for weights in catalog.torchvision_weights():
+        for weights in lessons.torchvision_weights():
             yield (
                 f"torchvision weights {weights}",
                 lambda w=weights: prefetch_torchvision_weights(w),
             )
-        for model_id in catalog.hub_models():
+        for model_id in lessons.hub_models():
             yield f"Hugging Face model {model_id}", lambda m=model_id: prefetch_hf_model(m)
     if not args.skip_data:
-        for uri in args.dataset or catalog.datasets():
+        for uri in args.dataset or lessons.datasets():
             yield f"dataset {uri}", lambda u=uri: prefetch_dataset(u, args.num_images).describe()
 
 

@@ -15,8 +15,8 @@ import ast
 import sys
 from pathlib import Path
 
-from nbhelpers import catalog
-from nbhelpers.project import OUTPUT_ROOT
+from nbhelpers import lessons
+from nbhelpers.lessons import OUTPUT_ROOT
 from tools.papermill_runner import CELL_TIMEOUT_S, execute_notebook
 from tools.report import NotebookReport, read_summary, render_html, write_index
 
@@ -26,9 +26,9 @@ SMOKE_PARAMETERS = {"pretrained": False, "data_uri": "sample", "num_images": 8}
 
 def notebook_paths(only: str | None = None) -> list[Path]:
     """The catalog's notebooks, or those whose name contains ``only`` (``"01"``, ``"vit"``)."""
-    paths = [entry.path for entry in catalog.entries(only)]
+    paths = [entry.path for entry in lessons.entries(only)]
     if not paths:
-        names = ", ".join(entry.notebook for entry in catalog.NOTEBOOKS)
+        names = ", ".join(entry.notebook for entry in lessons.NOTEBOOKS)
         raise SystemExit(f"No notebook of the catalog matches {only!r}: {names}.")
     return paths
 

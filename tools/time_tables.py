@@ -21,8 +21,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbhelpers import catalog
-from nbhelpers.project import PROJECT_ROOT
+from nbhelpers import lessons
+from nbhelpers.lessons import PROJECT_ROOT
 from tools import papermill_runner
 
 WORDS_PER_MINUTE = 200
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-dir", type=Path, default=PROJECT_ROOT / "outputs" / "time-tables")
     args = parser.parse_args(argv)
     folder = args.executed or args.output_dir
-    for entry in catalog.NOTEBOOKS:
+    for entry in lessons.NOTEBOOKS:
         executed = folder / entry.path.name
         if args.executed is None:
             print(f"Running {entry.path.name} offline ({OFFLINE_PARAMETERS})", flush=True)

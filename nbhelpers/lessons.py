@@ -1,10 +1,10 @@
-"""What the notebooks use, in one list: for each notebook, the module that builds its model,
-the pretrained weights and hub models it loads, its default dataset, and its model call.
+"""The lessons, as plain data: each notebook's file, model call, actor class, default dataset,
+and the weights and hub models it loads; the project's folders.
 
-This is the one list of the notebooks: ``make run`` / ``make smoke`` run these,
-``make prefetch`` downloads what they load, ``make doctor`` checks that it is cached, the
-benchmarks and the GPU check find their notebooks here, and the tests check each notebook
-against its entry. A new notebook adds one entry here.
+The one list of the notebooks: ``make run`` / ``make smoke`` run these, ``make prefetch``
+downloads what they load, ``make doctor`` checks that it is cached, the benchmarks and the GPU
+check find their notebooks here, and the tests check each notebook against its entry. A new
+notebook adds one entry here. Nothing here imports torch or Ray.
 """
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchvision.models import ResNet18_Weights, Weights
-
-from nbhelpers import detection, resnet, vit
-from nbhelpers.project import NOTEBOOK_DIR
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # holds notebooks/ and nbhelpers/
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+OUTPUT_ROOT = PROJECT_ROOT / "outputs"
 
 # The Imagenette validation split and the Pascal VOC cats and dogs, on the Ray docs' buckets.
 IMAGENETTE_VAL_URI = "s3://anonymous@air-example-data-2/imagenette2/val/"
 VOC_ANIMALS_URI = "s3://anonymous@air-example-data/AnimalDetection/JPEGImages/"
+VIT_MODEL_ID = "google/vit-base-patch16-224"
+"""The pretrained ViT of notebook 02 on the Hugging Face hub (ImageNet-1k classes)."""
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,15 @@ class NotebookEntry:
     notebook: str
     """The notebook's file name in ``notebooks/``, without ``.ipynb``."""
     model_module: str
-    """The ``nbhelpers`` module that builds its model, pretrained or offline."""
+    """The ``nbhelpers`` module that builds its model, pretrained or offline, and that the
+    notebook imports."""
     model_call: str
     """The model call that the notebook's own cells make (its lesson), as it is written."""
     dataset: str
     """Its default ``data_uri``."""
-    weights: tuple[Weights, ...] = ()
-    """The torchvision weights it loads with ``pretrained=True`` (its exercises included)."""
+    weights: tuple[str, ...] = ()
+    """The torchvision weights it loads with ``pretrained=True`` (its exercises included), by
+    the names ``torchvision.models.get_weight`` takes."""
     predictor: str = ""
     """The notebook's actor class, the one ``map_batches`` runs (the benchmarks time it)."""
     hub_models: tuple[str, ...] = ()
@@ -50,10 +53,10 @@ class NotebookEntry:
 NOTEBOOKS = (
     NotebookEntry(
         "01_resnet_classification",
-        model_module="resnet",
+        model_module="models",
         model_call="torch.inference_mode()",
         dataset=IMAGENETTE_VAL_URI,
-        weights=(resnet.PRETRAINED_WEIGHTS, ResNet18_Weights.DEFAULT),
+        weights=("ResNet152_Weights.IMAGENET1K_V2", "ResNet18_Weights.IMAGENET1K_V1"),
         predictor="ResNetPredictor",
     ),
     NotebookEntry(
@@ -61,23 +64,23 @@ NOTEBOOKS = (
         model_module="vit",
         model_call='pipeline("image-classification"',
         dataset=IMAGENETTE_VAL_URI,
-        hub_models=(vit.VIT_MODEL_ID,),
+        hub_models=(VIT_MODEL_ID,),
         predictor="ViTPredictor",
     ),
     NotebookEntry(
         "03_fasterrcnn_detection",
-        model_module="detection",
+        model_module="models",
         model_call="torch.inference_mode()",
         dataset=VOC_ANIMALS_URI,
-        weights=(detection.PRETRAINED_WEIGHTS,),
+        weights=("FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1",),
         predictor="FasterRCNNPredictor",
     ),
     NotebookEntry(
         "04_what_makes_it_fast",
-        model_module="resnet",
+        model_module="models",
         model_call="torch.inference_mode()",
         dataset=IMAGENETTE_VAL_URI,
-        weights=(resnet.PRETRAINED_WEIGHTS,),
+        weights=("ResNet152_Weights.IMAGENET1K_V2",),
         predictor="ResNetPredictor",
     ),
 )
@@ -97,8 +100,9 @@ def entry(only: str) -> NotebookEntry:
     return found[0]
 
 
-def torchvision_weights() -> list[Weights]:
-    """Every torchvision weight the notebooks load, each once."""
+def torchvision_weights() -> list[str]:
+    """Every torchvision weight the notebooks load, each once, by name
+    (``torchvision.models.get_weight(name)`` gives the weights)."""
     return list(dict.fromkeys(w for entry in NOTEBOOKS for w in entry.weights))
 
 

@@ -1,31 +1,23 @@
-"""Start or join Ray, and size the model actor pool so that the job always progresses.
+"""Size the pool of model actors from what the cluster offers, so that the job always
+progresses; whether torch can use the GPUs Ray counts; each device's precision.
 
-An actor pool that takes every CPU leaves none for the read tasks: the job then waits
-forever without an error. :func:`size_actor_pool` always leaves CPU for them.
+An actor pool that takes every CPU leaves none for the read tasks: the job then waits forever
+without an error. :func:`size_actor_pool` always leaves CPU for them.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 from dataclasses import asdict, dataclass
 
 import pandas as pd
 import ray
 import torch
 
-from nbhelpers.connect import choose_token_authentication, join_cluster, worker_runtime_env
-from nbhelpers.devices import torch_can_use_the_gpus
-from nbhelpers.interrupts import release_interrupted_cells
-from nbhelpers.progress import quiet_ray_output
+# The cluster and the plan ---------------------------------------------------------------------
 
-ACTOR_START_TIMEOUT_S = 600  # on a cluster: how long the actors may take to start and load
+
 GPU_ACTOR_CPUS = 0.25  # what a GPU actor reserves: it only copies batches and waits on its GPU
-# Ray Data restarts a crashed actor (out of memory, say) and retries its batch without end; with
-# no restarts, the job stops with the actor's error. Ray 2.60's map_batches names no parameter for
-# it: it rides the deprecated **ray_remote_args, gone in Ray 2.64 (pyproject.toml's cap on Ray).
-STOP_ON_ACTOR_CRASH = {"max_restarts": 0}
 
 
 class GPUUnavailableError(RuntimeError):
@@ -238,17 +230,6 @@ def size_actor_pool(
     )
 
 
-def local_device(plan: ActorPoolPlan) -> str:
-    """Where this process runs the single batch: ``"cuda"`` when the actors use GPUs and this
-    process has one too, else ``"cpu"``.
-
-    On a cluster the notebook often runs where the actors' devices are not: a JupyterLab
-    on a CPU-only head node or pod, joined to GPU workers. Asking for ``"cuda"`` there
-    would fail before any Ray work.
-    """
-    return "cuda" if plan.use_gpu and torch.cuda.is_available() else "cpu"
-
-
 def compute_dtype(device: str) -> torch.dtype:
     """The precision a model computes in on ``device`` (``"cuda"`` or ``"cpu"``).
 
@@ -264,34 +245,45 @@ def compute_dtype(device: str) -> torch.dtype:
     )
 
 
-def start_ray(num_cpus: int | None = None) -> ClusterResources:
-    """Start a local Ray instance (with ``num_cpus``), or join the cluster in ``RAY_ADDRESS``."""
-    address = os.environ.get("RAY_ADDRESS") or None
-    if not ray.is_initialized():
-        # WARNING, not INFO: Ray's start-up and Ray Data's plan logs would fill the cell.
-        options = dict(
-            runtime_env=worker_runtime_env(remote=address is not None),
-            logging_level=logging.WARNING,
-        )
-        if address is None:
-            choose_token_authentication()
-            # Workers inherit this: torch threads that wait for each other sleep instead of
-            # spinning, so they leave the CPU to the read tasks on a small machine.
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-            ray.init(num_cpus=num_cpus, include_dashboard=False, **options)
-        else:
-            join_cluster(address, options)
-    quiet_ray_output()
-    release_interrupted_cells()  # in a notebook: an interrupted cell's actors do not linger
-    # Ray Data starts the model actors before any task, and waits for them: an actor pool
-    # that cannot be placed fails after this long with a message about resources, instead
-    # of waiting forever; and the actors' start (torch, the model) never queues behind the
-    # start of dozens of read tasks' worker processes.
-    ray.data.DataContext.get_current().wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
-    return ClusterResources.from_ray()
+# Whether torch can use the GPUs that Ray counts -----------------------------------------------
 
 
-def stop_ray() -> None:
-    """Shut Ray down (safe to call when it is not running)."""
-    if ray.is_initialized():
-        ray.shutdown()
+GPU_CHECK_TIMEOUT_S = 120  # how long the check may wait for a free GPU
+
+
+_ANSWERS: dict[str, str | None] = {}  # by cluster: a notebook run again asks only once
+
+
+def _cuda_in_this_worker() -> tuple[bool, str]:
+    """Whether torch can use CUDA in this process, and its build (``torch.__version__``)."""
+    return torch.cuda.is_available(), f"torch {torch.__version__} (CUDA {torch.version.cuda})"
+
+
+def torch_can_use_the_gpus() -> str | None:
+    """``None`` when torch, in a Ray task that holds one GPU, can use it; else what is wrong.
+
+    Ray counts GPUs from the driver (NVML), whether or not the torch installed can use
+    them: a CPU-only build of torch, or one built for a newer CUDA than the driver, sees no
+    GPU, and a pool planned on GPUs would crash at ``.to("cuda")``.
+    """
+    cluster = ray.get_runtime_context().gcs_address
+    if cluster not in _ANSWERS:
+        _ANSWERS[cluster] = _ask_a_gpu_task()
+    return _ANSWERS[cluster]
+
+
+def _ask_a_gpu_task() -> str | None:
+    """What :func:`torch_can_use_the_gpus` says, asked of a new one-GPU Ray task."""
+    probe = ray.remote(num_gpus=1, num_cpus=0)(_cuda_in_this_worker).remote()
+    try:
+        usable, build = ray.get(probe, timeout=GPU_CHECK_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(probe, force=True)
+        return None  # every GPU is busy: nothing to tell, the actors will wait for theirs
+    if usable:
+        return None
+    return (
+        f"Ray counts GPUs, but {build} in a Ray worker cannot use them: install a CUDA build "
+        "of torch that the GPU driver supports (https://pytorch.org/get-started/locally/, "
+        "`nvidia-smi` shows the driver's CUDA version); until then the pool runs on CPUs."
+    )
