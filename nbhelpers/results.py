@@ -74,7 +74,7 @@ class Summary(_RequiredSummary, total=False):
     score_threshold: float  # notebook 03
     num_detections: int  # notebook 03
     detections_per_class: dict[str, int]  # notebook 03, the 20 most frequent classes
-    mean_average_precision: dict | None  # notebook 03: voc.mean_average_precision's result
+    mean_average_precision: dict | None  # notebook 03: evaluate.mean_average_precision's result
     annotated_images: int  # notebook 03: images with a VOC annotation
 
 

@@ -202,6 +202,13 @@ def through_ray_client() -> bool:
 def release_interrupted_cells() -> bool:
     """In IPython, after each cell stopped by an interrupt, drop what its traceback holds.
 
+    Interrupting a cell (the kernel's stop button) raises ``KeyboardInterrupt`` wherever the
+    cell is. IPython 9 keeps that traceback for ``%debug``: in ``sys.last_traceback``, in its
+    traceback formatter (``shell.InteractiveTB.tb``) and in the cell's result. Its frames still
+    hold the interrupted Ray Data executor and its actor pool, so the actors keep their CPUs
+    and GPUs, and the cell run again waits for them (up to :data:`ACTOR_START_TIMEOUT_S`).
+    Ray ends an actor once nothing refers to it, so forgetting the traceback is enough.
+
     Registered once per kernel (calling it again does nothing); whether it is registered.
     Only interrupted cells: after any other error, ``%debug`` still has its traceback.
     """
