@@ -88,7 +88,7 @@ test-long: $(READY)  ## the notebooks again in the shapes that take minutes: a 2
 	$(BIN)/python -m pytest -m long
 
 test-kernel: $(READY)  ## notebook 01 in a new kernel without the project: its first cell installs the wheel (~2 min)
-	$(BIN)/python -m pytest -m fresh_kernel tests/test_fresh_kernel.py
+	$(BIN)/python -m pytest -m fresh_kernel tests/system/test_fresh_kernel.py
 
 CHROMIUM ?= /usr/bin/chromium
 .PHONY: test-browser
@@ -96,7 +96,7 @@ test-browser: $(READY)  ## each notebook run in JupyterLab in headless Chromium;
 	@test -x $(CHROMIUM) || { echo "Installing Debian's chromium (apt-get)."; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium'; }
 	@$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/python -m pip install --quiet -c constraints.txt -e ".[browser]"
-	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest tests/browser
+	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest tests/system/browser
 
 doctor:  ## what this machine needs, checked in seconds without network (works before setup too)
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tools.doctor $(ARGS); \

@@ -1,4 +1,8 @@
-"""Shared fixtures: executing notebooks with papermill, and generated image folders."""
+"""Shared fixtures: executing notebooks with papermill, and generated image folders.
+
+Each test carries the marker of its folder (``unit``, ``tools``, ``notebooks``, ``claims``,
+``system``): ``pytest -m claims`` runs what the lessons say about the installed libraries.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ import torch
 from tools import papermill_runner
 
 ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+FOLDER_MARKERS = ("unit", "tools", "notebooks", "claims", "system")
 NOTEBOOK_TIMEOUT_S = int(os.environ.get("NOTEBOOK_TIMEOUT_S", "420"))
 # Imagenette's ten synset folders and their ImageNet-1k class indices: tench, English springer,
 # cassette player, chain saw, church, French horn, garbage truck, gas pump, golf ball, parachute.
@@ -32,6 +38,14 @@ IMAGENETTE_SYNSETS = {
     "n03445777": 574,
     "n03888257": 701,
 }
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test with its folder's name (``tests/unit/...``: ``unit``)."""
+    for item in items:
+        parts = Path(item.path).resolve().relative_to(TESTS).parts
+        if len(parts) > 1 and parts[0] in FOLDER_MARKERS:
+            item.add_marker(parts[0])
 
 
 class NotebookRun:
@@ -316,6 +330,11 @@ def jpeg_bytes(photo: Path, longest_side: int = 320, quality: int = 90) -> bytes
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=quality)
     return buffer.getvalue()
+
+
+PUBLIC_URI = "s3://anonymous@public-photos/imagenette/val"  # s3_photo_files in public_s3
+PRIVATE_URI = "s3://team-photos/imagenette/val/"  # the same files in private_s3
+IMAGE_KEYS = 5  # four photos and one empty file; README.txt is skipped
 
 
 def s3_photo_files(sample_photos: list[Path]) -> dict[str, bytes]:
