@@ -3,7 +3,7 @@
 The job a learner takes home is the lesson's own cells (the imports, Ray's start and the pool's
 plan, the images, the model, the read function, the model call, the actor class, the Ray Data
 calls, ``write_parquet`` and reading the results back), so there is no second copy to drift
-from the notebook. ``tests/test_export_job.py`` runs what this writes, outside Jupyter.
+from the notebook. ``tests/tools/test_export_job.py`` runs what this writes, outside Jupyter.
 
     python -m tools.export_job 01                       # outputs/jobs/01_resnet_classification.py
     python -m tools.export_job 01 -p pretrained False -p data_uri sample --out job.py

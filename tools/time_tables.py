@@ -3,7 +3,7 @@
 Each row is one of the notebook's ``## `` sections: its reading time (its markdown's words at
 200 a minute) and its running time (the sum of its code cells' durations, as papermill
 recorded them in the executed notebook). ``make time-tables`` runs every notebook offline
-and rewrites the tables; ``tests/test_time_tables.py`` checks that each committed table still
+and rewrites the tables; ``tests/tools/test_time_tables.py`` checks that each committed table still
 has the notebook's sections and reading times.
 
     python -m tools.time_tables                      # run the notebooks offline, then write
