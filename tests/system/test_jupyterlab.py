@@ -108,7 +108,7 @@ def test_the_projects_kernel_is_listed_and_starts(lab):
     status, kernel = lab.request("/api/kernels", "POST", {"name": KERNEL})
     assert status == 201 and kernel["name"] == KERNEL
     try:
-        code = "import sys, nbhelpers.cluster; print(sys.executable)"
+        code = "import sys, nbhelpers.runtime; print(sys.executable)"
         stdout, stderr = asyncio.run(execute_in_kernel(lab, kernel["id"], code))
     finally:
         lab.request(f"/api/kernels/{kernel['id']}", "DELETE")

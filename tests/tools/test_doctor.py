@@ -30,7 +30,6 @@ def test_doctor_passes_in_the_projects_environment():
     for check in ("Python", "package torch", "package ray", "Jupyter kernel", "Ray", "free disk"):
         assert check in rows and "  ok  " in rows[check], f"{check}: {rows.get(check)}"
     assert "CPUs" in rows["Ray"] and "GPUs" in rows["Ray"]
-    assert "Ready" in result.stdout
 
 
 def test_missing_or_wrong_packages_fail_with_the_fix():
@@ -76,7 +75,7 @@ def test_exit_status_is_non_zero_when_something_required_is_missing(monkeypatch,
     assert doctor.main(["--skip-ray"]) == 1
     out = capsys.readouterr().out
     assert re.search(r"package no-such-package-for-the-doctor\s+FAIL\s+not installed", out)
-    assert "1 required check(s) failed" in out
+    assert len(re.findall(r"\sFAIL\s", out)) == 1  # that one row, and no other
 
 
 def test_cached_weights_and_datasets_are_found(monkeypatch, tmp_path):
@@ -107,12 +106,10 @@ def test_a_gpu_cluster_at_ray_address_is_reported_with_where_each_part_runs(monk
     monkeypatch.setenv("RAY_ADDRESS", "head-node:6379")
     check = doctor.check_torch_gpus(cluster_gpus=4)
     assert check.status == doctor.OK
-    assert check.detail == (
-        "none in this process; the cluster at RAY_ADDRESS has 4: the model actors run on them, "
-        "the single batch on this process's CPU"
-    )
+    assert "RAY_ADDRESS" in check.detail and "4" in check.detail  # where the GPUs are, how many
     monkeypatch.delenv("RAY_ADDRESS")
-    assert doctor.check_torch_gpus(cluster_gpus=4).detail.startswith("none: the notebooks run")
+    alone = doctor.check_torch_gpus(cluster_gpus=4)
+    assert alone.status == doctor.OK and "RAY_ADDRESS" not in alone.detail
 
 
 def test_gpus_that_ray_counts_but_torch_cannot_use_fail_with_what_to_install():
@@ -137,5 +134,5 @@ def test_gpus_that_ray_counts_but_torch_cannot_use_fail_with_what_to_install():
     assert (
         "  FAIL  " in gpus and f"torch {torch.__version__} (CUDA {torch.version.cuda})" in gpus
     ), gpus
-    assert "Install a CUDA build of torch that the GPU driver supports" in gpus
-    assert "required check(s) failed: GPUs (torch)" in result.stdout
+    assert "pytorch.org" in rows["GPUs (torch)"] + result.stdout  # where to get a CUDA build
+    assert len(re.findall(r"\sFAIL\s", result.stdout)) == 1  # that row alone

@@ -1,4 +1,5 @@
-"""What makes the scaled-up stage fast (torch threads), and that the benchmark times notebook 01."""
+"""benchmarks/: the benchmark runs the notebooks' own pipeline cells, and its metrics and
+memory sampler count what they say."""
 
 from __future__ import annotations
 
@@ -14,30 +15,7 @@ import pytest
 
 from benchmarks import metrics, pipelines, sampler
 from nbhelpers import lessons
-from nbhelpers.pool import ClusterResources, size_actor_pool, torch_threads_per_actor
 from tests.conftest import ROOT
-
-
-@pytest.mark.parametrize(
-    "cpus,nodes,actors,expected",
-    [(1, 1, 1, 1), (2, 1, 1, 2), (2, 1, 4, 1), (16, 1, 4, 4), (32, 2, 2, 16), (32, 2, 4, 8)],
-)
-def test_cpu_actors_share_every_core_of_their_node(cpus, nodes, actors, expected):
-    resources = ClusterResources(cpus=cpus, gpus=0, nodes=nodes)
-    assert torch_threads_per_actor(resources, actors, use_gpu=False, cpus_per_actor=1) == expected
-
-
-def test_gpu_actors_keep_the_cpus_they_reserved():
-    plan = size_actor_pool(ClusterResources(cpus=16, gpus=4))
-    assert plan.torch_threads == max(1, int(plan.cpus_per_actor))
-
-
-def test_two_core_machine_gives_the_single_actor_both_cores():
-    plan = size_actor_pool(ClusterResources(cpus=2, gpus=0))
-    assert (plan.num_actors, plan.cpus_per_actor, plan.torch_threads) == (1, 1.0, 2)
-    assert "2 thread(s)" in plan.describe()
-    assert plan.as_dict()["torch_threads"] == 2
-
 
 # The benchmark's collection: notebook 01's own cells, no copy of them.
 

@@ -104,15 +104,15 @@ def test_the_lock_applies_without_torch_outside_the_range_or_when_the_lock_insta
     versions = {"torch": None, "torchvision": None}
     monkeypatch.setattr(setup_constraints, "installed", versions.get)
     lines, message = setup_constraints.plan(LOCK)
-    assert lines[1:] == LOCK and message.startswith("torch 2.14.1 and torchvision from")
+    assert lines[1:] == LOCK and "2.14.1" in message  # the locked torch, installed
     versions["torch"] = "2.9.1"
     lines, message = setup_constraints.plan(LOCK)
-    assert lines[1:] == LOCK and "outside pyproject.toml's torch>=2.11" in message
+    assert lines[1:] == LOCK and "2.9.1" in message and "torch>=2.11" in message  # why not
     versions.update(torch="2.11.0+cu126", torchvision="0.26.0+cu126")
     lines, message = setup_constraints.plan(LOCK)
     assert _pins(lines)["torch"] == "==2.11.0+cu126"
     assert _pins(lines)["torchvision"] == "==0.26.0+cu126"
-    assert message.startswith("Keeping torch 2.11.0+cu126 and torchvision 0.26.0+cu126")
+    assert "2.11.0+cu126" in message and "0.26.0+cu126" in message  # the ones kept
     assert setup_constraints.plan(LOCK, keep=False)[0][1:] == LOCK  # KEEP_TORCH=0
     # A torch that an earlier make setup installed from an older lock is not the machine's.
     previous = "# torch 2.11.0+cu126: from constraints.txt\n..."
