@@ -262,17 +262,15 @@ def check_cached_models() -> list[Check]:
     """Whether the pretrained weights the notebooks load are already on this machine."""
     fix = "`make prefetch` on a machine with network (the notebooks then run offline)."
     try:
-        from nbhelpers import catalog  # needs torch: deferred, the doctor runs without it too
+        from nbhelpers import lessons  # needs torch: deferred, the doctor runs without it too
         from tools import prefetch
     except Exception as error:  # noqa: BLE001 - report, do not crash
         return [Check("pretrained weights", WARN, f"cannot check ({error})", "`make setup`.")]
     found = {
-        f"weights {type(weights).__name__.removesuffix('_Weights')}": prefetch.weights_are_cached(
-            weights
-        )
-        for weights in catalog.torchvision_weights()
+        f"weights {name.split('_Weights')[0]}": prefetch.weights_are_cached(name)
+        for name in lessons.torchvision_weights()
     }
-    found |= {f"weights {m}": prefetch.hf_model_is_cached(m) for m in catalog.hub_models()}
+    found |= {f"weights {m}": prefetch.hf_model_is_cached(m) for m in lessons.hub_models()}
     return [
         Check(name, OK, "cached")
         if cached
@@ -285,11 +283,11 @@ def check_cached_datasets() -> list[Check]:
     """Whether the default datasets have a local copy made by ``make prefetch``."""
     fix = "`make prefetch` (or `make prefetch ARGS='--num-images 200'` for a subset)."
     try:
-        from nbhelpers import catalog  # needs torch: deferred, the doctor runs without it too
+        from nbhelpers import lessons  # needs torch: deferred, the doctor runs without it too
     except Exception as error:  # noqa: BLE001 - report, do not crash
         return [Check("datasets", WARN, f"cannot check ({error})", "`make setup`.")]
     checks = []
-    for uri in catalog.datasets():
+    for uri in lessons.datasets():
         copy = local_copy_of(uri)
         name = f"dataset {uri.split('@')[-1].rstrip('/')}"
         if copy is None:

@@ -35,6 +35,7 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 import torch
 from huggingface_hub import snapshot_download, try_to_load_from_cache
+from torchvision.models import Weights, get_weight
 
 from nbhelpers import lessons
 from nbhelpers.evaluate import annotation_path
@@ -54,9 +55,14 @@ class PrefetchError(RuntimeError):
     """Something could not be downloaded."""
 
 
+def _weights(weights) -> Weights:
+    """``weights``, or the weights of that name (``nbhelpers.lessons`` lists names)."""
+    return get_weight(weights) if isinstance(weights, str) else weights
+
+
 def weights_are_cached(weights) -> bool:
-    """Whether torch's hub cache already holds the file of ``weights``."""
-    return cached_weights_path(weights).is_file()
+    """Whether torch's hub cache already holds the file of ``weights`` (or of that name)."""
+    return cached_weights_path(_weights(weights)).is_file()
 
 
 def downloaded(download: Callable[[], object], what: str, advice: str):
@@ -70,7 +76,9 @@ def downloaded(download: Callable[[], object], what: str, advice: str):
 
 
 def prefetch_torchvision_weights(weights) -> Path:
-    """Download ``weights`` into torch's hub cache (kept when already there); returns the file."""
+    """Download ``weights`` (or the weights of that name) into torch's hub cache (kept when
+    already there); returns the file."""
+    weights = _weights(weights)
     path = cached_weights_path(weights)
     if not path.is_file():
         downloaded(

@@ -79,13 +79,15 @@ def test_exit_status_is_non_zero_when_something_required_is_missing(monkeypatch,
 
 
 def test_cached_weights_and_datasets_are_found(monkeypatch, tmp_path):
+    from torchvision.models import get_weight
+
     from nbhelpers.models import cached_weights_path
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     before = {c.name: c.status for c in doctor.check_cached_models()}
     assert before["weights ResNet152"] == doctor.WARN
-    path = cached_weights_path(lessons.torchvision_weights()[0])
+    path = cached_weights_path(get_weight(lessons.torchvision_weights()[0]))
     path.parent.mkdir(parents=True)
     path.write_bytes(b"weights")
     after = {c.name: c.status for c in doctor.check_cached_models()}
