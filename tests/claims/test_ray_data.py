@@ -45,6 +45,7 @@ def test_blocks_use_at_most_half_the_object_store_and_a_lower_limit_only_lowers(
     options = ray.data.DataContext.get_current().execution_options
     monkeypatch.setattr(options, "resource_limits", options.resource_limits)  # put back after
     total = ray.cluster_resources()["object_store_memory"]
+    ray.data.range(16, override_num_blocks=4).materialize()  # the executor has seen the cluster
     limits = {}
     for name, asked in (("default", None), ("lower", total / 8), ("higher", total * 2)):
         if asked is not None:

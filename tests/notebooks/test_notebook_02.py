@@ -68,7 +68,7 @@ def test_the_lesson_is_in_the_notebooks_own_cells():
         "ray.data.from_items(",
         "ActorPoolStrategy(size=plan.num_actors)",
         "fn_constructor_kwargs=",
-        "**cluster.STOP_ON_ACTOR_CRASH",
+        "**runtime.STOP_ON_ACTOR_CRASH",
         "write_parquet(",
         "results.read_predictions(output, source.paths, columns=SCHEMA.names)",
     ]:
