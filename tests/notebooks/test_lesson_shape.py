@@ -71,7 +71,7 @@ def helper_names(cells) -> set[str]:
     names: set[str] = set()
     for cell in cells:
         for found in re.findall(r"from nbhelpers import (\([^)]*\)|[^\n]*)", cell.source):
-            modules |= set(re.findall(r"\w+", found))
+            modules |= set(re.findall(r"\w+", found.split("#")[0]))  # not its comment
     for cell in cells:
         for module, name in re.findall(r"\b(\w+)\.(\w+)", cell.source):
             if module in modules:
