@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def notebook_entry(only: str):
-    """The catalog's entry (:mod:`nbhelpers.catalog`) of the notebook whose name holds ``only``.
+    """The catalog's entry (:mod:`nbhelpers.lessons`) of the notebook whose name holds ``only``.
 
     Imported here, not at the top: the catalog imports torch, whose import a pipeline's
     own first cell is timed with.

@@ -1,16 +1,19 @@
 """The lessons, as plain data: each notebook's file, model call, actor class, default dataset,
-and the weights and hub models it loads; the project's folders.
+and the weights and hub models it loads; the project's folders, the local copies of the
+datasets among them.
 
 The one list of the notebooks: ``make run`` / ``make smoke`` run these, ``make prefetch``
 downloads what they load, ``make doctor`` checks that it is cached, the benchmarks and the GPU
 check find their notebooks here, and the tests check each notebook against its entry. A new
-notebook adds one entry here. Nothing here imports torch or Ray.
+notebook adds one entry here. Only the standard library is imported: ``make doctor`` runs where nothing else is installed.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # holds notebooks/ and nbhelpers/
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
@@ -114,3 +117,36 @@ def hub_models() -> list[str]:
 def datasets() -> list[str]:
     """Every ``s3://`` dataset the notebooks read by default, each once."""
     return list(dict.fromkeys(entry.dataset for entry in NOTEBOOKS))
+
+
+# The local copies of s3:// datasets that make prefetch made ----------------------------------------
+
+
+CACHE_ENV = "NBHELPERS_CACHE"
+
+
+def dataset_cache_dir() -> Path:
+    """Where local copies of ``s3://`` datasets go: ``<$NBHELPERS_CACHE or cache/>/datasets``."""
+    cache = Path(os.environ.get(CACHE_ENV) or PROJECT_ROOT / "cache")
+    return cache.expanduser().resolve() / "datasets"
+
+
+def local_copy_path(uri: str) -> Path:
+    """Where the local copy of an ``s3://`` URI lives (``<cache>/datasets/<bucket>/<prefix>``)."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.hostname:
+        raise ValueError(f"Only s3:// URIs have a local copy; got {uri!r}.")
+    return dataset_cache_dir() / parsed.hostname / parsed.path.strip("/")
+
+
+def marker_path(folder: Path) -> Path:
+    """The file that marks ``folder`` as a complete copy (beside it, not among the images)."""
+    return folder.with_name(folder.name + ".prefetched.json")
+
+
+def local_copy_of(uri: str) -> Path | None:
+    """The complete local copy of ``uri`` made by ``make prefetch`` (with its marker), or ``None``."""
+    if not str(uri).startswith("s3://") or not urlparse(str(uri)).hostname:
+        return None  # not S3, or no bucket: find_images explains what is wrong
+    folder = local_copy_path(str(uri))
+    return folder if marker_path(folder).is_file() and folder.is_dir() else None

@@ -51,7 +51,7 @@ class CenterCrop:
     """Resize the shorter side to ``resize_size``, then crop ``crop_size`` from the center.
 
     Sizes and offsets as torchvision's ``Resize`` and ``CenterCrop`` compute them, so
-    the pixels are those of the weights' own transforms (``tests/test_decode.py``).
+    the pixels are those of the weights' own transforms (``tests/unit/test_reading.py``).
     """
 
     resize_size: int = 256

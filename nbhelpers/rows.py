@@ -53,10 +53,10 @@ def predicted_columns(
     predict: Callable[[np.ndarray], dict[str, np.ndarray]],
     schema: pa.Schema,
 ) -> dict[str, np.ndarray]:
-    """What :func:`predict_decoded` puts in its table, as NumPy columns, for a stage that
-    builds its own: every column of ``schema``, ``None`` in the model's columns of a failed
-    row (and in those ``predict`` does not return), one id per call in ``model_call`` (so
-    that a check can tell which rows were batched together)."""
+    """Every row of ``batch`` with ``predict``'s columns, as NumPy columns: every column of
+    ``schema``, ``None`` in the model's columns of a failed row (and in those ``predict`` does
+    not return), one id per call in ``model_call`` (so that a check can tell which rows were
+    batched together). The GPU check builds a detector's rows with it (:func:`image_rows`)."""
     ok = decoded_mask(batch)
     rows = len(ok)
     out = {name: np.full(rows, None, dtype=object) for name in schema.names}

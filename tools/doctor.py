@@ -5,7 +5,7 @@ and how to fix what is missing. ``FAIL`` marks what the notebooks cannot run
 without (the exit status is then 1); ``warn`` marks what only some runs need,
 such as the pretrained weights for a run without network.
 
-Only the standard library (and :mod:`nbhelpers.cache`, which needs nothing else) is
+Only the standard library (and :mod:`nbhelpers.lessons`, which needs nothing else) is
 imported at the top, so that the doctor also runs where the project's packages
 are missing, and says so.
 """
@@ -25,8 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nbhelpers.lessons import PROJECT_ROOT
-from nbhelpers.sources import local_copy_of, marker_path
+from nbhelpers.lessons import PROJECT_ROOT, local_copy_of, marker_path
 
 try:
     import tomllib

@@ -10,7 +10,7 @@ with network, fetches:
 - the two datasets (every image, or ``N`` per dataset spread over its classes),
   plus the Pascal VOC annotations where they exist, into ``cache/datasets/`` inside
   the project (``NBHELPERS_CACHE`` moves the whole cache folder; see
-  :mod:`nbhelpers.cache`).
+  :mod:`nbhelpers.lessons`).
 
 Afterwards the notebooks with their default parameters find everything locally:
 torchvision and transformers look in their caches first, and
@@ -39,16 +39,9 @@ from torchvision.models import Weights, get_weight
 
 from nbhelpers import lessons
 from nbhelpers.evaluate import annotation_path
+from nbhelpers.lessons import CACHE_ENV, dataset_cache_dir, local_copy_path, marker_path
 from nbhelpers.models import cached_weights_path
-from nbhelpers.sources import (
-    CACHE_ENV,
-    dataset_cache_dir,
-    is_image_name,
-    local_copy_path,
-    marker_path,
-    pick_evenly,
-    s3_filesystem,
-)
+from nbhelpers.sources import is_image_name, pick_evenly, s3_filesystem
 
 
 class PrefetchError(RuntimeError):

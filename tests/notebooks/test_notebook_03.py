@@ -33,7 +33,7 @@ SUMMARY_FIELDS = CONTRACT_FIELDS | {
 }
 PREDICTION_COLUMNS = {"path", "width", "height", "boxes", "labels", "scores", "error", "node_id"}
 PREDICTION_COLUMNS |= {"model_call"}
-MAX_HELPER_NAMES = 15  # as tests/test_project.py allows every lesson
+MAX_HELPER_NAMES = 15  # as tests/notebooks/test_lesson_shape.py allows every lesson
 
 VOC_OBJECTS = {  # image -> annotated objects (VOC names, 1-based boxes)
     "2008_000001": [("person", (120, 30, 400, 512))],

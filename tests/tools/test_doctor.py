@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nbhelpers import lessons
-from nbhelpers.sources import CACHE_ENV, local_copy_path, marker_path
+from nbhelpers.lessons import CACHE_ENV, local_copy_path, marker_path
 from tools import doctor
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,8 +16,15 @@ from urllib.parse import urlparse
 import pytest
 
 from nbhelpers import lessons
-from nbhelpers.lessons import IMAGENETTE_VAL_URI, VOC_ANIMALS_URI
-from nbhelpers.sources import CACHE_ENV, find_images, local_copy_of, local_copy_path, marker_path
+from nbhelpers.lessons import (
+    CACHE_ENV,
+    IMAGENETTE_VAL_URI,
+    VOC_ANIMALS_URI,
+    local_copy_of,
+    local_copy_path,
+    marker_path,
+)
+from nbhelpers.sources import find_images
 from tests.conftest import S3Server, jpeg_bytes
 from tools import prefetch
 

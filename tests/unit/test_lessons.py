@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
+
 import pytest
 from torchvision.models import get_weight
 
@@ -34,3 +38,38 @@ def test_what_make_prefetch_downloads_is_what_the_lessons_load():
     assert len(weights) == len(set(weights)) == 3
     for name in weights:  # each a name torchvision knows
         assert get_weight(name).url.startswith("https://")
+
+
+def test_the_notebooks_pretrained_weights_are_the_ones_the_lessons_list():
+    from nbhelpers import models
+
+    weights = [get_weight(name) for name in lessons.torchvision_weights()]
+    assert models.RESNET152_WEIGHTS in weights and models.FASTERRCNN_WEIGHTS in weights
+
+
+def test_lessons_imports_only_the_standard_library(tmp_path):
+    # make doctor imports it to diagnose an environment that may lack numpy, pyarrow or torch.
+    script = "import sys, nbhelpers.lessons; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=lessons.PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    loaded = set(ast.literal_eval(out))
+    assert not loaded & {"numpy", "pyarrow", "torch", "torchvision", "ray", "pandas", "PIL"}
+
+
+def test_a_local_copy_counts_only_once_its_marker_is_written(tmp_path, monkeypatch):
+    monkeypatch.setenv(lessons.CACHE_ENV, str(tmp_path))
+    uri = "s3://anonymous@bucket/some/prefix/"
+    folder = lessons.local_copy_path(uri)
+    assert folder == tmp_path.resolve() / "datasets" / "bucket" / "some" / "prefix"
+    folder.mkdir(parents=True)
+    assert lessons.local_copy_of(uri) is None  # a copy under way, or one that stopped
+    lessons.marker_path(folder).write_text("{}")
+    assert lessons.local_copy_of(uri) == folder
+    assert lessons.local_copy_of("/a/local/folder") is None
+    with pytest.raises(ValueError):
+        lessons.local_copy_path("/a/local/folder")
