@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from nbhelpers.sources import SAMPLE_REPEATS
@@ -14,7 +16,7 @@ from tests.conftest import (
     execute_with_nbmake,
     run_into_bucket,
 )
-from tests.support.contract import check_contract, true_indices
+from tests.support.contract import check_contract, solution_outputs, true_indices
 
 pytestmark = pytest.mark.notebook
 
@@ -29,10 +31,12 @@ def test_sample_photos_offline_through_nbmake(tmp_path, sample_photos):
     assert "Wrote" in run.executed.read_text()  # the executed copy kept its outputs
     assert check_small_figures(run.executed) >= 1  # the grid of photos and their labels
     # the exercises ran and answered: batch sizes, a broken folder through the pool, ResNet18
-    text = run.executed.read_text()
-    assert "Answer: batches of 4 ran" in text
-    assert "Answer: 3 rows for 3 files" in text
-    assert "images classified by ResNet18 actors" in text
+    answers = solution_outputs(run.executed)
+    assert len(answers) == 3 and all("Answer: " in answer for answer in answers)
+    speedup = re.search(r"Answer: \D*(\d+) \D*([\d.]+)", answers[0])  # batches of 4: x times
+    assert speedup and int(speedup[1]) == 4 and float(speedup[2]) > 0
+    assert re.search(r"Answer: (\d+)\D+(\d+)", answers[1]).groups() == ("3", "3")  # rows, files
+    assert int(re.search(r"Answer: (\d+)", answers[2])[1]) == 16  # ResNet18 on 16 images
     assert run.predictions["model_call"].nunique() == 3  # 48 rows in batches of 16
     assert run.summary["num_failed"] == 0
     assert run.summary["accuracy"] is None  # the sample photos carry no labels

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import nbformat
 import pandas as pd
 import pytest
 
@@ -74,3 +78,23 @@ def check_labelled_run(run, num_images: int, batch_size: int) -> None:
     assert run.summary["accuracy"] == pytest.approx(expected)
     assert run.summary["parity"]["ok"]
     assert run.summary["parameters"]["batch_size"] == batch_size
+
+
+def by_exercise(notebook, part) -> list[str]:
+    """``part(cell)`` of each exercise's solution cells, joined: one text per exercise (an
+    exercise begins with a markdown cell ``**N.``)."""
+    texts: list[str] = []
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown" and re.search(r"^\*\*\d\.", cell.source, re.M):
+            texts.append("")
+        elif "solution" in cell.metadata.get("tags", []) and texts:
+            texts[-1] += part(cell)
+    return texts
+
+
+def solution_outputs(executed: Path) -> list[str]:
+    """The printed text of each exercise's solution cells, in an executed notebook."""
+    notebook = nbformat.read(executed, as_version=4)
+    return by_exercise(
+        notebook, lambda cell: "".join(output.get("text", "") for output in cell.outputs)
+    )
