@@ -190,6 +190,12 @@ def test_read_tasks_hold_one_batch_or_two_per_actor_on_small_data(actors, paths,
     assert plan.read_tasks(paths, batch) == tasks
 
 
+def test_read_tasks_feeding_a_gpu_hold_whole_batches_of_at_least_64_rows():
+    plan = size_actor_pool(ClusterResources(cpus=2, gpus=1))
+    assert plan.read_tasks(2000, 16) == 32 and plan.read_tasks(2000, 64) == 32
+    assert plan.read_tasks(40, 16) == 1  # one actor: a small dataset in one task
+
+
 def test_output_location_defaults_to_the_notebooks_folder(tmp_path, monkeypatch):
     from nbhelpers import destination
 
