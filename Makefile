@@ -119,7 +119,7 @@ bench: $(READY)  ## notebook 01's pipeline vs the tutorial, tuned DataLoaders, t
 bench-vit: $(READY)  ## notebook 02's two places for the ViT's image processor, timed (ARGS="--num-images 256 --repeat 2")
 	$(BIN)/python -m benchmarks.bench --pipelines vit_resize_in_read,vit_processor_in_actor --num-images 128 $(ARGS)
 
-bench-feed: $(READY)  ## each notebook's pipeline against a fake H200 on a Ray told 16 CPUs and GPUs, local and 50 ms reads (ARGS="--notebooks 01 --images 4000")
+bench-feed: $(READY)  ## each notebook's pipeline against a fake GPU on Ray told this machine's CPUs, local and 50 ms reads, with a CPU account per 1,000 images (ARGS="--notebooks 01 --repeat 3 --paced 150")
 	$(BIN)/python -m benchmarks.feed $(ARGS)
 
 gpu-wheels: $(READY)  ## wheels of Ray, papermill and what they need, for a GPU machine without network (wheels/)

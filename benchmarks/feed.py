@@ -1,7 +1,10 @@
-"""Can the pipeline feed a fast accelerator? Each notebook's own cells against a fake one.
+"""Can the pipeline feed a fast accelerator? Each notebook's own cells against a fake one, and
+a CPU account of every process per 1,000 images.
 
-    make bench-feed                               # every notebook, every case (about 20 minutes)
-    .venv/bin/python -m benchmarks.feed --notebooks 01 --cases 16cpu-1gpu-50ms --images 4000
+    make bench-feed                                    # every notebook, this machine's shape
+    .venv/bin/python -m benchmarks.feed --notebooks 01 --cases 2cpu-1gpu-local --repeat 3
+    .venv/bin/python -m benchmarks.feed --notebooks 01 --paced 150 --repeat 2   # + the split
+    .venv/bin/python -m benchmarks.feed --notebooks 01 --variant reservation-on  # one change
 
 There is no GPU here, so the model call stands in for one: each notebook's actor class runs
 as the notebook wrote it (the Ray Data calls, ``map_batches``, ``__call__``, the bookkeeping
@@ -14,17 +17,23 @@ images/s on one H200 in bfloat16 (an assumption: about 12 % of the H200's 989 de
 TFLOPS at 2 x 11.5 GFLOP per image), and the other models at the same FLOP rate, from
 torchvision's published GFLOPS per image (:data:`GFLOPS`). ``--rate`` overrides them.
 
-Ray is told more than this machine has (:data:`CASES`): 16 CPUs and 1 GPU on one node, and a
-cluster of two real Ray nodes (``ray start``) with 8 CPUs and 1 GPU each, with every file read
-delayed by ``--latency`` (50 ms) as an S3 GET would be (:class:`DelayedFiles`, a pyarrow file
-system over the local disk: the read stage takes its S3 path). Each case runs in a fresh process.
+By default Ray is told this machine's own CPUs and one GPU (:data:`CASES`: the cases named
+after :data:`CORES`), with local files or with every file read delayed by ``--latency``
+(50 ms) as an S3 GET would be (:class:`DelayedFiles`, a pyarrow file system over the local
+disk: the read stage takes its S3 path). Other cases tell Ray more than the machine has (16
+CPUs; two real Ray nodes of 8 CPUs and 1 GPU each): on a small machine they measure the
+operating system's scheduling more than the pipeline. Each case runs in a fresh process.
 
 Per case it prints the steady rate (:func:`benchmarks.metrics.steady_images_per_second`), this
-machine's decode ceiling (the notebook's decode and preprocessing alone, on every core, in a
-process pool without Ray), the fake device's rate, the share of time the device was busy, the
-CPU the model actor used, the start-up's share of the run (it must stay under 10 %), the rows
-each node predicted, and the object store: Ray Data's limit and the peak of shared memory.
-Writes ``benchmarks/results/feed.json``.
+machine's decode ceiling (the notebook's read, decode and preprocessing alone, on every core, in
+a process pool without Ray, one thread per process) and the CPU seconds it takes per 1,000
+images, the fake device's rate, the read tasks at work at once, the share of time the device
+was busy, the start-up's share of the run, and the object store's peak. Then the account
+(:mod:`benchmarks.account`): every process of the run sampled as ``make bench`` samples them
+(:class:`benchmarks.sampler.MemorySampler`), CPU seconds per 1,000 images per kind of process
+in the steady part of the run, beside decoding alone's; with ``--paced``, runs at a second
+device rate split what grows with images from what is fixed per second, and project it on
+paper to bigger machines. Writes ``benchmarks/results/feed.json``.
 """
 
 from __future__ import annotations
@@ -44,9 +53,19 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from benchmarks.account import (
+    pipeline_cpu,
+    print_account,
+    print_split,
+    projection,
+    split_fixed,
+    steady_account,
+    tasks_at_once,
+)
 from benchmarks.inputs import make_images
 from benchmarks.metrics import steady_images_per_second
 from benchmarks.pipelines import ROOT, run_notebook_pipeline, skipped_definitions, stamped
+from benchmarks.sampler import MemorySampler
 
 RESULTS = ROOT / "benchmarks" / "results"
 LOGS = ROOT / "outputs" / "benchmarks" / "feed"
@@ -66,15 +85,23 @@ NOTEBOOKS = {
 }
 """Each notebook's file, its actor class and the actor's model call, which the fake replaces."""
 
+CORES = os.cpu_count() or 1
+"""This machine's CPUs: what Ray is told in the default cases."""
+
 CASES = {
-    "2cpu-1gpu-local": {"nodes": 1, "cpus": 2, "gpus": 1, "latency": False},
+    f"{CORES}cpu-1gpu-local": {"nodes": 1, "cpus": CORES, "gpus": 1, "latency": False},
+    f"{CORES}cpu-1gpu-50ms": {"nodes": 1, "cpus": CORES, "gpus": 1, "latency": True},
     "16cpu-1gpu-local": {"nodes": 1, "cpus": 16, "gpus": 1, "latency": False},
     "16cpu-1gpu-50ms": {"nodes": 1, "cpus": 16, "gpus": 1, "latency": True},
     "2x8cpu-2gpu-50ms": {"nodes": 2, "cpus": 8, "gpus": 1, "latency": True},
 }
 """What Ray is told: nodes, CPUs and GPUs per node, and whether every read is delayed."""
 
-DEFAULT_IMAGES = {"01": 24000, "02": 24000, "03": 6000}
+DEFAULT_CASES = list(CASES)[:2]
+"""The machine's own shape, with local files and with delayed reads."""
+
+DEFAULT_IMAGES = {"01": 2000, "02": 2000, "03": 2000}
+"""Images per run: enough for a steady window of several seconds on two cores."""
 
 
 def device_rate(notebook: str, rate: float | None = None) -> float:
@@ -236,6 +263,159 @@ def fake_model_call(method: str):
     return model_call
 
 
+# --------------------------------------------------------------------------- the changes tried
+
+
+def _no_reservation(namespace: dict) -> None:
+    import ray
+
+    ray.data.DataContext.get_current().op_resource_reservation_enabled = False
+
+
+def _reservation_ratio(ratio: float):
+    def change(namespace: dict) -> None:
+        import ray
+
+        ray.data.DataContext.get_current().op_resource_reservation_ratio = ratio
+
+    return change
+
+
+def _plan(**numbers):
+    """The notebook's plan with some of its numbers changed (``cpus_per_task=0.5``...)."""
+
+    def change(namespace: dict) -> None:
+        import dataclasses
+
+        if not getattr(namespace["plan"], "changed", False):
+            namespace["plan"] = dataclasses.replace(namespace["plan"], **numbers)
+            object.__setattr__(namespace["plan"], "changed", True)
+
+    return change
+
+
+def _read_tasks_of(batches: int):
+    """Read tasks of ``batches`` times the rows the plan gives them."""
+
+    def change(namespace: dict) -> None:
+        plan = namespace["plan"]
+        if not getattr(plan, "read_tasks_changed", False):
+            one_batch = plan.read_tasks
+
+            def read_tasks(num_paths: int, batch_size: int) -> int:
+                return max(1, one_batch(num_paths, batch_size) // batches)
+
+            object.__setattr__(plan, "read_tasks", read_tasks)
+            object.__setattr__(plan, "read_tasks_changed", True)
+
+    return change
+
+
+def _map_batches_option(**options):
+    """Every ``map_batches`` of the actor stage called with ``options`` too."""
+
+    def change(namespace: dict) -> None:
+        import ray
+
+        original = ray.data.Dataset.map_batches
+        if getattr(original, "changed", False):
+            return
+
+        def map_batches(self, fn, *args, **kwargs):
+            if isinstance(fn, type):
+                kwargs |= options
+            return original(self, fn, *args, **kwargs)
+
+        map_batches.changed = True
+        ray.data.Dataset.map_batches = map_batches
+
+    return change
+
+
+def _context(**settings):
+    """Ray Data's ``DataContext`` with ``settings``."""
+
+    def change(namespace: dict) -> None:
+        import ray
+
+        context = ray.data.DataContext.get_current()
+        for name, value in settings.items():
+            setattr(context, name, value)
+
+    return change
+
+
+def wide_thread_pool(max_workers: int | None = None, **kwargs):
+    """A ``ThreadPoolExecutor`` of 64 threads where the read function asks for more than one:
+    a 64-row read task waits for all its delayed files at once, not in four rounds of 16."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(64 if (max_workers or 1) > 1 else max_workers, **kwargs)
+
+
+def _wide_reads(namespace: dict) -> None:
+    namespace["ThreadPoolExecutor"] = wide_thread_pool  # pickled by reference: importable
+
+
+VARIANTS = {
+    "none": ("the notebook's cells as they are", None),
+    "no-reservation": (
+        "Ray Data's per-operator reservation off (runtime.start_ray's own setting since 2026-12-07)",
+        _no_reservation,
+    ),
+    "reservation-0": (
+        "Ray Data reserves only each operator's minimum (op_resource_reservation_ratio=0)",
+        _reservation_ratio(0.0),
+    ),
+    "read-half-cpu": ("read tasks reserve half as many CPUs (two per core)", None),
+    "read-4-batches": ("read tasks of 4 times the plan's rows", _read_tasks_of(4)),
+    "zero-copy": ("the actor's map_batches with zero_copy_batch=True", None),
+    "no-progress": (
+        "no progress output, no per-operator metrics",
+        _context(enable_progress_bars=False, enable_get_object_locations_for_metrics=False),
+    ),
+    "actor-0.1-cpu": ("the GPU actor reserves 0.1 CPU, not 0.25", None),
+    "threads-64": (
+        "the read function fetches up to 64 delayed files at once, not 16",
+        _wide_reads,
+    ),
+    "runtime-env": (
+        "Ray started with a runtime_env (env_vars), as this benchmark did before 2026-12-07; "
+        "the notebooks start it without one",
+        None,
+    ),
+    "reservation-on": (
+        "Ray Data's per-operator reservation on (its default; runtime.start_ray turns it off)",
+        _context(op_resource_reservation_enabled=True),
+    ),
+}
+"""Changes tried one at a time (``--variant``): a description, and what it does to the
+notebook's namespace after each cell (``None``: see :func:`variant_change`)."""
+
+
+def variant_change(name: str):
+    """What ``--variant name`` does to the notebook's namespace after each cell (or ``None``)."""
+    if name == "read-half-cpu":
+
+        def halve(namespace: dict) -> None:
+            plan = namespace["plan"]
+            _plan(cpus_per_task=plan.cpus_per_task / 2)(namespace)
+
+        return halve
+    if name == "zero-copy":
+        return _map_batches_option(zero_copy_batch=True)
+    if name == "actor-0.1-cpu":
+
+        def less(namespace: dict) -> None:
+            plan = namespace["plan"]
+            left = plan.cpus_left_for_tasks + plan.num_actors * (plan.cpus_per_actor - 0.1)
+            per_task = round(left / -(-left // 1), 4)
+            _plan(cpus_per_actor=0.1, cpus_left_for_tasks=left, cpus_per_task=per_task)(namespace)
+
+        return less
+    return VARIANTS[name][1]  # runtime-env: in run_case
+
+
 # --------------------------------------------------------------------------- one case
 
 
@@ -266,12 +446,19 @@ def run_case(run: dict) -> dict:
     rate = run["rate"]
     if not os.environ.get("RAY_ADDRESS"):
         env = {"PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
+        if "runtime-env" in run.get("variant", "none").split("+"):
+            options = {"runtime_env": {"env_vars": env}}  # the benchmark's start until 2026-12-07
+        else:
+            # As the notebooks start Ray (runtime.start_ray): no runtime_env, so that the
+            # workers Ray starts with the driver serve the job (they inherit this env).
+            os.environ.update(env)
+            options = {}
         ray.init(
             num_cpus=run["cpus"],
             num_gpus=run["gpus"],
             include_dashboard=False,
             logging_level="WARNING",
-            runtime_env={"env_vars": env},
+            **options,
         )
     from nbhelpers import pool, results, sources
 
@@ -279,8 +466,17 @@ def run_case(run: dict) -> dict:
     filesystem = pafs.PyFileSystem(DelayedFiles(run["latency"])) if run["latency"] else None
     seen = {}
 
+    changes = [variant_change(name) for name in run.get("variant", "none").split("+")]
+    changes = [change for change in changes if change]
+
+    def change(namespace: dict) -> None:
+        for one in changes:
+            one(namespace)
+
     def fake(namespace: dict) -> None:
         seen["namespace"] = namespace
+        if "plan" in namespace:
+            change(namespace)
         if "source" in namespace and filesystem and not seen.get("delayed"):
             found = namespace["source"]
             namespace["source"] = sources.ImageSource(
@@ -364,15 +560,21 @@ def actor_in_call_share(table) -> float | None:
 # --------------------------------------------------------------------------- the ceiling
 
 
-def _prepare(path: str) -> None:
+def _prepare(path: str) -> float:
+    """Read, decode and preprocess one file; the CPU seconds it took this process."""
     from nbhelpers import reading
 
+    began = time.process_time()
     reading.prepare_image(path, _PREPROCESS, None)
+    return time.process_time() - began
 
 
 def _init_pool(preprocess) -> None:
+    import torch
+
     global _PREPROCESS
     _PREPROCESS = preprocess
+    torch.set_num_threads(1)  # one thread per process, as in a Ray task of one CPU or less
 
 
 def preprocess_of(notebook: str):
@@ -388,17 +590,31 @@ def preprocess_of(notebook: str):
     return skipped_definitions(notebook)["spec"].preprocess
 
 
-def decode_ceiling(notebook: str, paths: list[str]) -> float:
-    """Images/s of the read stage's work alone (read, decode, preprocess), on every core of
-    this machine, in a process pool without Ray: what the cores can feed at most."""
+def decode_ceiling(notebook: str, paths: list[str]) -> tuple[float, float]:
+    """The read stage's work alone (read, decode, preprocess), on every core of this machine,
+    in a process pool without Ray: the images/s the cores feed at most, and the CPU seconds
+    per 1,000 images that work takes (each file's own CPU time, whatever else runs)."""
     preprocess = preprocess_of(notebook)
     cores = os.cpu_count() or 1
     context = multiprocessing.get_context("spawn")
-    with context.Pool(cores, initializer=_init_pool, initargs=(preprocess,)) as pool:
-        pool.map(_prepare, paths[: 8 * cores])  # the workers' imports, not timed
-        start = time.perf_counter()
-        pool.map(_prepare, paths, chunksize=16)
-        return len(paths) / (time.perf_counter() - start)
+    # As Ray starts a task's worker: one OpenMP thread (the ViT processor's resize runs torch
+    # ops), waiting passively. Without it, torch's threads of two processes spin against each
+    # other on two cores, and the ceiling came out at a third of what the cores decode.
+    threads = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    saved = {name: os.environ.get(name) for name in threads}
+    os.environ.update(threads)
+    try:
+        with context.Pool(cores, initializer=_init_pool, initargs=(preprocess,)) as pool:
+            pool.map(_prepare, paths[: 8 * cores])  # the workers' imports, not timed
+            start = time.perf_counter()
+            cpu = sum(pool.map(_prepare, paths, chunksize=16))
+            return len(paths) / (time.perf_counter() - start), 1000 * cpu / len(paths)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 # --------------------------------------------------------------------------- the cluster
@@ -463,39 +679,48 @@ def image_folder(count: int) -> Path:
 def run_in_process(run: dict, env: dict, timeout: float) -> dict:
     """:func:`run_case` in a fresh Python process; its figures, or the end of its log."""
     LOGS.mkdir(parents=True, exist_ok=True)
-    log = LOGS / f"{run['notebook']}-{run['case']}.log"
+    name = f"{run['notebook']}-{run['case']}-{run.get('variant', 'none')}-{run['rate']:.0f}"
+    log = LOGS / f"{name}-{run.get('repeat', 0)}.log"
     with tempfile.TemporaryDirectory() as scratch:
         run = run | {"output_dir": scratch, "launched": time.time()}
         command = [sys.executable, "-m", "benchmarks.feed", "--one", json.dumps(run)]
-        with open(log, "w") as stream:
+        load = os.getloadavg()[0]
+        with open(log, "w") as stream, MemorySampler() as sampler:
+            process = subprocess.Popen(
+                command, stdout=stream, stderr=subprocess.STDOUT, cwd=ROOT, env=env
+            )
+            sampler.pipeline_pid = process.pid
             try:
-                subprocess.run(
-                    command,
-                    stdout=stream,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                    env=env,
-                    timeout=timeout,
-                    check=True,
-                )
-            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
-                tail = "\n".join(log.read_text().splitlines()[-15:])
-                return {"failed": f"{error}", "log_tail": tail}
-        return json.loads((Path(scratch) / "feed.json").read_text())
+                code = process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = "timed out"
+        if code != 0:
+            tail = "\n".join(log.read_text().splitlines()[-15:])
+            return {"failed": f"exit {code}", "log_tail": tail}
+        out = json.loads((Path(scratch) / "feed.json").read_text())
+        return out | {
+            "account": steady_account(sampler.cpu_ticks, out["batches"], os.cpu_count() or 1),
+            "load_average": [load, os.getloadavg()[0]],
+        }
 
 
-def figures(run: dict, out: dict, ceiling: float) -> dict:
-    """The table's figures for one case."""
+def figures(run: dict, out: dict, ceiling: float, decode_per_thousand: float) -> dict:
+    """The table's figures for one case; ``decode_per_thousand``: decoding alone's CPU seconds
+    per 1,000 images (the ceiling's)."""
     steady = steady_images_per_second(out["batches"])
     first = min(at for at, _ in out["batches"])
     start = dict((name, began) for name, began, _ in out["phases"]).get("actor_worker_wait")
     gpus = run["gpus"] * run["nodes"]
     limit = min(ceiling, run["rate"] * gpus)
+    used = pipeline_cpu(out["account"])
     return {
         "steady": steady,
         "ceiling": ceiling,
         "device": run["rate"] * gpus,
         "of_target": steady / limit if steady else None,
+        "cpu_efficiency": decode_per_thousand / used if used else None,
+        "decode_cpu_per_thousand": decode_per_thousand,
         "busy": steady / (run["rate"] * gpus) if steady else None,
         "actor_cpu": out["actor_cpu"],
         "actor_in_call": out.get("actor_in_call"),
@@ -506,35 +731,46 @@ def figures(run: dict, out: dict, ceiling: float) -> dict:
         "rows_per_node": sorted(out["rows_per_node"].values(), reverse=True),
         "batch_size": out["batch_size"],
         "plan": out["plan"],
+        "account": out["account"],
+        "load_average": out["load_average"],
+        "reads_at_once": tasks_at_once(
+            out.get("map_tasks", []), "read_images", (first, max(at for at, _ in out["batches"]))
+        ),
     }
 
 
 def print_table(rows: list[dict]) -> None:
-    """The results, one line per notebook and case."""
-    head = (
-        f"{'nb':<3}{'case':<19}{'steady':>8}{'ceiling':>9}{'device':>8}{'of min':>8}"
-        f"{'busy':>6}{'in call':>8}{'actor CPU':>10}{'start-up':>9}{'store MiB':>10}{'limit MiB':>10}  rows/node"
+    """The results, one line per notebook, case, device rate and repeat (markdown).
+
+    "of min": the steady rate over the smaller of the decode ceiling and the device; "CPU
+    eff.": decoding alone's CPU per image over the CPU per image of all the run's processes
+    (what "of min" would be on otherwise idle cores with no idle time).
+    """
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0%}"
+
+    def num(value: float | None, digits: int = 0) -> str:
+        return "-" if value is None else f"{value:,.{digits}f}"
+
+    print(
+        "| nb | case | device | steady | ceiling | of min | CPU eff. | reads at once | busy | in call "
+        "| actor CPU | start-up | store MiB | load | rows/node |"
     )
-    print(head)
-    print("-" * len(head))
+    print("| --- | --- |" + " ---: |" * 12 + " --- |")
     for row in rows:
         f = row.get("figures")
         if not f:
-            print(f"{row['notebook']:<3}{row['case']:<19} failed: {row['failed']}")
+            print(f"| {row['notebook']} | {row['case']} | failed: {row['failed']} |")
             continue
-
-        def pct(value):
-            return "-" if value is None else f"{value:.0%}"
-
-        def num(value, digits=0):
-            return "-" if value is None else f"{value:,.{digits}f}"
-
         print(
-            f"{row['notebook']:<3}{row['case']:<19}{num(f['steady']):>8}{num(f['ceiling']):>9}"
-            f"{num(f['device']):>8}{num(f['of_target'], 2):>8}{pct(f['busy']):>6}"
-            f"{num(f['actor_cpu'], 2):>10}{pct(f['startup_share']):>9}"
-            f"{num(f['object_store_peak_mib']):>10}{num(f['ray_data_limit_mib']):>10}  "
-            f"{'/'.join(str(n) for n in f['rows_per_node'])}"
+            f"| {row['notebook']} | {row['case']} | {num(f['device'])} | {num(f['steady'])} "
+            f"| {num(f['ceiling'])} | {num(f['of_target'], 2)} | {num(f['cpu_efficiency'], 2)} "
+            f"| {num(f.get('reads_at_once'), 2)} "
+            f"| {pct(f['busy'])} | {pct(f['actor_in_call'])} | {num(f['actor_cpu'], 2)} "
+            f"| {pct(f['startup_share'])} | {num(f['object_store_peak_mib'])} "
+            f"| {'–'.join(f'{v:.1f}' for v in f['load_average'])} "
+            f"| {'/'.join(str(n) for n in f['rows_per_node'])} |"
         )
 
 
@@ -543,13 +779,76 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks.feed", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--notebooks", default="01,02,03", help="which notebooks (01,02,03)")
-    parser.add_argument("--cases", default=",".join(CASES), help=f"which of {', '.join(CASES)}")
-    parser.add_argument("--images", type=int, help="images per run (default: 24,000; 6,000 for 03)")
+    parser.add_argument(
+        "--cases", default=",".join(DEFAULT_CASES), help=f"which of {', '.join(CASES)}"
+    )
+    parser.add_argument("--images", type=int, help="images per run (default: 2,000)")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per delayed read")
     parser.add_argument("--rate", type=float, help="the fake device's images/s (default: stated)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per case at most")
+    parser.add_argument(
+        "--variant",
+        default="none",
+        help=f"the changes to try, joined by '+': {', '.join(VARIANTS)}",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each case (medians)")
+    parser.add_argument(
+        "--paced",
+        type=float,
+        help="also run each case with the fake device at this images/s, below the decode "
+        "ceiling: the account's split into per-image and fixed CPU needs two rates",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def run_one(run: dict, timeout: float) -> dict:
+    """One notebook, case and device rate, in a fresh process (on a fresh two-node cluster
+    where the case has two nodes); its figures or why it failed."""
+    if run["nodes"] > 1:
+        with TwoNodeCluster(run["cpus"], run["gpus"]) as cluster:
+            return run_in_process(run, cluster.env | {"RAY_ADDRESS": cluster.address}, timeout)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return run_in_process(run, env, timeout)
+
+
+def print_accounts(rows: list[dict], decode: dict[str, float]) -> None:
+    """The CPU account of each notebook and case (the repeats' medians), and where runs at two
+    device rates allow it, its split into what grows with images and what is fixed."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if "figures" in row:
+            groups.setdefault((row["notebook"], row["case"], row["rate"]), []).append(row)
+    for (notebook, case, rate), runs in groups.items():
+        accounts = [row["figures"]["account"] for row in runs]
+        title = f"Notebook {notebook}, {case}, fake device at {rate:,.0f} images/s"
+        print_account(title, accounts, decode[notebook])
+    for notebook, case in dict.fromkeys((n, c) for n, c, _ in groups):
+        runs = [
+            r for r in rows if "figures" in r and (r["notebook"], r["case"]) == (notebook, case)
+        ]
+        if len({row["rate"] for row in runs}) < 2:
+            continue  # the split needs runs at two device rates (--paced)
+        split = split_fixed([row["figures"]["account"] for row in runs])
+        if not split:
+            continue
+        fast = max(runs, key=lambda r: r["rate"])["figures"]["steady"] or 1.0
+        title = f"Notebook {notebook}, {case}: per image and fixed, {len(runs)} runs at two rates"
+        print_split(title, split, fast)
+        device = device_rate(notebook)
+        print("\nProjection on paper (not a measurement) from that split:\n")
+        print("| shape | CPU-bound images/s | device-bound | projected images/s |")
+        print("| --- | ---: | ---: | ---: |")
+        for shape, cpus, gpus, nodes in (
+            ("this machine (2 CPUs, 1 GPU)", os.cpu_count() or 1, 1, 1),
+            ("16 CPUs, 1 GPU", 16, 1, 1),
+            ("2 x 8 CPUs, 2 GPUs", 16, 2, 2),
+        ):
+            p = projection(split, cpus, device * gpus, nodes)
+            print(
+                f"| {shape} | {p['cpu_bound']:,.0f} | {p['device_bound']:,.0f} "
+                f"| {p['images_per_second']:,.0f} |"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -559,41 +858,46 @@ def main(argv: list[str] | None = None) -> None:
         out = run_case(run)
         (Path(run["output_dir"]) / "feed.json").write_text(json.dumps(out, default=str))
         return
-    rows = []
-    base_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    print(f"Load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    rows, decode = [], {}
     for notebook in args.notebooks.split(","):
         count = args.images or DEFAULT_IMAGES[notebook]
         folder = image_folder(count)
         paths = [str(path) for path in sorted(folder.glob("*.jpg"))][:2000]
-        ceiling = decode_ceiling(notebook, paths)
+        ceiling, decode[notebook] = decode_ceiling(notebook, paths)
         print(
-            f"Notebook {notebook}: decode ceiling {ceiling:,.0f} images/s on {os.cpu_count()} cores"
+            f"Notebook {notebook}: decode ceiling {ceiling:,.0f} images/s on {os.cpu_count()} "
+            f"cores, {decode[notebook]:.2f} CPU s per 1,000 images"
         )
+        rates = [device_rate(notebook, args.rate)] + ([args.paced] if args.paced else [])
         for case in args.cases.split(","):
-            shape = CASES[case]
-            run = shape | {
-                "notebook": notebook,
-                "case": case,
-                "folder": str(folder),
-                "num_images": count,
-                "rate": device_rate(notebook, args.rate),
-                "latency": args.latency if shape["latency"] else 0,
-            }
-            print(f"  {case}: {count} images ...", flush=True)
-            if shape["nodes"] > 1:
-                with TwoNodeCluster(shape["cpus"], shape["gpus"]) as cluster:
-                    env = cluster.env | {"RAY_ADDRESS": cluster.address}
-                    out = run_in_process(run, env, args.timeout)
-            else:
-                out = run_in_process(run, base_env, args.timeout)
-            row = {"notebook": notebook, "case": case}
-            if "failed" in out:
-                print(out["log_tail"])
-                rows.append(row | {"failed": out["failed"]})
-            else:
-                rows.append(row | {"figures": figures(run, out, ceiling)})
-    print()
+            for rate in rates:
+                for repeat in range(args.repeat):
+                    shape = CASES[case]
+                    run = shape | {
+                        "notebook": notebook,
+                        "case": case,
+                        "folder": str(folder),
+                        "num_images": count,
+                        "rate": rate,
+                        "latency": args.latency if shape["latency"] else 0,
+                        "repeat": repeat,
+                        "variant": args.variant,
+                    }
+                    print(
+                        f"  {case} at {rate:,.0f}/s, run {repeat + 1}: {count} images ...",
+                        flush=True,
+                    )
+                    out = run_one(run, args.timeout)
+                    row = {"notebook": notebook, "case": case, "rate": rate, "repeat": repeat}
+                    if "failed" in out:
+                        print(out["log_tail"])
+                        rows.append(row | {"failed": out["failed"]})
+                    else:
+                        rows.append(row | {"figures": figures(run, out, ceiling, decode[notebook])})
+    print(f"Load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n")
     print_table(rows)
+    print_accounts(rows, decode)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "feed.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
 

@@ -111,7 +111,7 @@ PIPELINE_TAG = "pipeline"
 
 PIPELINE_NAMES = {
     "source": "the images found (sources.ImageSource): its paths are read back",
-    "plan": "the actor pool's plan (cluster.ActorPoolPlan): the benchmark prints it",
+    "plan": "the actor pool's plan (pool.ActorPoolPlan): the benchmark prints it",
     "output": "where the predictions went (destination.OutputLocation)",
 }
 """What a notebook's ``pipeline`` cells must define, and why the benchmarks read each name:
@@ -430,6 +430,15 @@ def ray_pipeline_timings(run: dict, times: dict, table) -> dict:
         "batches": [[float(at), int(rows)] for at, rows in table.groupby("done_at").size().items()],
         "phases": phases,
         "workers": [sum(at < start for at in workers), sum(at >= start for at in workers)],
+        "map_tasks": [  # [operator, task id, start, seconds]: Ray's timeline of its tasks
+            [
+                event.get("cat", event["name"]),
+                event.get("args", {}).get("task_id", ""),
+                event["ts"] / 1e6,
+                event["dur"] / 1e6,
+            ]
+            for event in reads
+        ],
     }
 
 

@@ -22,7 +22,7 @@ DAEMONS = (
 )
 """Ray's processes outside its workers, by a fragment of their command line."""
 WORKERS = (
-    ("IDLE", "Ray: idle workers"),
+    ("IDLE", "Ray: idle workers"),  # IDLE_WORKERS
     ("MapWorker(", "model actor"),
     ("DashboardAgent", "Ray: dashboard agent (metrics, events)"),
     ("RuntimeEnvAgent", "Ray: runtime-env agent"),
@@ -34,6 +34,10 @@ WORKERS = (
 )
 """Ray's worker processes, by the title Ray gives them (``ray::<task or actor>``)."""
 
+
+IDLE_WORKERS = "Ray: idle workers"
+"""A Ray worker between tasks: its CPU since the last sample goes to the task it last ran,
+which it was finishing (a worker that never ran one keeps this name)."""
 
 IDLE_CPU = "(no process: the CPUs idle)"
 """The machine's idle CPU time, counted beside the services: what no process used."""
@@ -79,6 +83,7 @@ class MemorySampler:
         self.gpu_busy: list[tuple[float, float]] = []  # (time, % busy), where there is a GPU
         self.pipeline_pid = 0  # the pipeline's process, once started
         self.cpu_seen: dict[int, float] = {}  # pid: its CPU seconds at the last sample
+        self.last_task: dict[int, str] = {}  # pid: the service it last ran, before idling
         self.service_cpu: dict[str, float] = {}  # service: CPU seconds, sample by sample
         self.cpu_ticks: list[tuple[float, dict[str, float]]] = []  # (time, CPU s per service)
         self.service_rss: dict[str, int] = {}  # service: peak resident memory
@@ -128,6 +133,10 @@ class MemorySampler:
                 # shows Ray's title only once it has set it. The CPU time since the last
                 # sample goes to what the process is now.
                 service = service_of(process, self.pipeline_pid)
+                if service == IDLE_WORKERS:  # since the last sample it may have finished a task
+                    service = self.last_task.get(process.pid, service)
+                elif process.pid != self.pipeline_pid:
+                    self.last_task[process.pid] = service
                 used = times.user + times.system
                 spent = used - self.cpu_seen.get(process.pid, 0.0)
                 self.cpu_seen[process.pid] = used

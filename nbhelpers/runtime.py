@@ -68,6 +68,9 @@ ACTOR_START_TIMEOUT_S = 600  # on a cluster: how long the actors may take to sta
 # no restarts, the job stops with the actor's error. Ray 2.60's map_batches names no parameter for
 # it: it rides the deprecated **ray_remote_args, gone in Ray 2.64 (pyproject.toml's cap on Ray).
 STOP_ON_ACTOR_CRASH = {"max_restarts": 0}
+# Ray Data's per-stage CPU reservation (DataContext.op_resource_reservation_enabled): off, so
+# that the read tasks may use every CPU the model actors leave (start_ray).
+READ_STAGE_RESERVATION = False
 
 
 def start_ray(num_cpus: int | None = None) -> ClusterResources:
@@ -93,7 +96,14 @@ def start_ray(num_cpus: int | None = None) -> ClusterResources:
     # that cannot be placed fails after this long with a message about resources, instead
     # of waiting forever; and the actors' start (torch, the model) never queues behind the
     # start of dozens of read tasks' worker processes.
-    ray.data.DataContext.get_current().wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+    context = ray.data.DataContext.get_current()
+    context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+    # Ray Data's default reserves a share of the CPUs for each stage and hands what no stage
+    # reserved to the last one, the write tasks: beside a GPU actor the read tasks then ran
+    # one at a time, and a 2-core machine fed 0.4x of what it decodes (docs/performance.md,
+    # "The CPU account"). Off, the read tasks take every CPU the actors leave; the object
+    # store's limit still holds them back when the model falls behind.
+    context.op_resource_reservation_enabled = READ_STAGE_RESERVATION
     return ClusterResources.from_ray()
 
 

@@ -122,8 +122,9 @@ import ray
 from nbhelpers.runtime import start_ray, stop_ray
 start_ray(num_cpus=1)
 result = ray.get(ray.remote(lambda: 1 + 1).remote())
+reserving = ray.data.DataContext.get_current().op_resource_reservation_enabled
 stop_ray()
-print(json.dumps({"result": result, "mode": os.environ.get("RAY_AUTH_MODE")}))
+print(json.dumps({"result": result, "mode": os.environ.get("RAY_AUTH_MODE"), "reserving": reserving}))
 """
 
 
@@ -133,7 +134,8 @@ def test_a_local_ray_starts_with_token_authentication_and_no_warning(ray_dir):
     driver uses it, and Ray's warning does not show."""
     result = _python(START_AND_STOP, ray_dir)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"result": 2, "mode": "token"}
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found == {"result": 2, "mode": "token", "reserving": False}  # read tasks take every CPU
     assert os.path.isfile(f"{ray_dir}/.ray/auth_token")  # the token Ray made for token mode
     assert "RAY_AUTH_MODE=disabled" not in result.stdout + result.stderr  # Ray's warning's advice
 

@@ -166,3 +166,9 @@ def test_the_plans_numbers_are_the_plans_values():
 
 def test_a_cpu_computes_in_float32():
     assert compute_dtype("cpu") == torch.float32
+
+
+def test_read_tasks_feeding_a_gpu_hold_whole_batches_of_at_least_64_rows():
+    plan = size_actor_pool(ClusterResources(cpus=2, gpus=1))
+    assert plan.read_tasks(2000, 16) == 32 and plan.read_tasks(2000, 64) == 32
+    assert plan.read_tasks(40, 16) == 1  # one actor: a small dataset in one task
