@@ -21,6 +21,11 @@ GPU_ACTOR_CPUS = 0.25  # what a GPU actor reserves: it only copies batches and w
 # Rows per read task at least, feeding GPUs: notebook 03's 16-photo batches in tasks of 16 left
 # its fake GPU 71 % busy on 2 cores, in tasks of 64 87 % (bench-feed, 2026-12-07).
 GPU_READ_TASK_ROWS = 64
+# Read tasks per CPU left beside GPU actors: while one waits (a file from S3, Ray handing it a
+# block), the other decodes. On 2 cores with a fake GPU, two per CPU fed 0.77x of what the cores
+# decode with 50 ms reads against 0.52x with one, and 0.86-0.93x against 0.82-0.85x with local
+# files (bench-feed, 2026-12-07, docs/performance.md).
+READ_TASKS_PER_CPU = 2
 
 
 class GPUUnavailableError(RuntimeError):
@@ -125,7 +130,7 @@ class ActorPoolPlan:
             (
                 "CPUs per decode task",
                 self.cpus_per_task,
-                "one task per CPU left" if gpu else "under an actor's: no fusion",
+                "two tasks per CPU left" if gpu else "under an actor's: no fusion",
             ),
             (
                 "torch threads per actor",
@@ -217,11 +222,12 @@ def size_actor_pool(
     if nodes > 1:  # what the actors, spread evenly, leave free on each node
         left = smallest - math.ceil(actors / nodes) * cpus_per_actor
         cpus_per_task = min(cpus_per_task, max(left, smallest / 4))
-    if gpu:  # GPU actors leave nearly every CPU: one decode task per CPU left, rounded up
+    if gpu:  # GPU actors leave nearly every CPU: two read tasks per CPU left, rounded up
         left = (smallest if nodes > 1 else cpus) - math.ceil(
             actors / max(1, nodes)
         ) * cpus_per_actor
-        cpus_per_task = round(left / math.ceil(left), 4) if left > 0 else cpus_per_task
+        slots = READ_TASKS_PER_CPU * math.ceil(left)
+        cpus_per_task = round(left / slots, 4) if left > 0 else cpus_per_task
     if cpus_per_task == cpus_per_actor and gpus_per_actor == 0:
         # Equal resources would let Ray Data fuse decoding into the model actor,
         # leaving the reserved CPU idle; half-CPU tasks keep the stages apart.

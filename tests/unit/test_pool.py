@@ -120,12 +120,12 @@ def test_read_tasks_hold_one_batch_or_two_per_actor_on_small_data(actors, paths,
 @pytest.mark.parametrize("cpus,gpus", [(2, 1), (16, 1), (16, 8)])
 def test_gpu_actors_leave_nearly_every_cpu_to_the_decode_tasks(cpus, gpus):
     """A GPU actor only copies batches and waits on its GPU: it reserves a quarter of a CPU,
-    and the decode tasks share what is left, one per CPU left, rounded up."""
+    and the decode tasks share what is left, two per CPU left, rounded up."""
     plan = size_actor_pool(ClusterResources(cpus=cpus, gpus=gpus))
     assert plan.cpus_per_actor == GPU_ACTOR_CPUS
     assert plan.cpus_left_for_tasks == cpus - gpus * GPU_ACTOR_CPUS
     tasks = plan.cpus_left_for_tasks / plan.cpus_per_task
-    assert tasks == pytest.approx(math.ceil(plan.cpus_left_for_tasks), abs=0.01)
+    assert tasks == pytest.approx(2 * math.ceil(plan.cpus_left_for_tasks), abs=0.01)
 
 
 def test_gpus_that_torch_cannot_use_are_not_planned():
