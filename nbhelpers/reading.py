@@ -183,9 +183,6 @@ class ProcessorResize:
 # Opening a file, local or on S3, safely -------------------------------------------------------
 
 
-REMOTE_READS_AT_ONCE = 16  # files a read task fetches together from S3: each GET waits 20-100 ms
-
-
 ADVICE = {
     "unreadable file": (
         "Files that cannot be opened: check the path and permissions. For private s3:// "

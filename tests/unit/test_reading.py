@@ -17,7 +17,6 @@ from PIL import Image
 from benchmarks.feed import DelayedFiles
 from nbhelpers.decode import DecodeError, failure_kind
 from nbhelpers.reading import (
-    REMOTE_READS_AT_ONCE,
     CenterCrop,
     LimitSize,
     NoReadableImagesError,
@@ -41,7 +40,7 @@ def read_images(paths: list[str], filesystem, preprocess) -> dict[str, np.ndarra
         except Exception as error:
             return preprocess.empty, str(error)
 
-    with ThreadPoolExecutor(REMOTE_READS_AT_ONCE if filesystem else 1) as threads:
+    with ThreadPoolExecutor(16 if filesystem else 1) as threads:  # as notebook 01
         images, errors = zip(*threads.map(read_one, paths), strict=True)
     return {
         "path": np.array(paths, dtype=object),
