@@ -110,3 +110,12 @@ def write_html_as_image(path: Path) -> Path:
 def write_broken_symlink(path: Path) -> Path:
     os.symlink(path.parent / "gone-for-good.jpg", _parent(path))
     return path
+
+
+BROKEN_FILES = [
+    (write_empty, "empty file"),
+    (write_truncated_jpeg, "truncated image"),
+    (write_text_as_image, "not an image"),
+    (write_html_as_image, "not an image"),
+]
+"""Files that cannot become an image, each with the failure kind it must be recorded as."""

@@ -93,12 +93,7 @@ def test_other_formats(tmp_path, fmt):
 
 @pytest.mark.parametrize(
     "writer, kind",
-    [
-        (quirks.write_empty, "empty file"),
-        (quirks.write_truncated_jpeg, "truncated image"),
-        (quirks.write_text_as_image, "not an image"),
-        (quirks.write_html_as_image, "not an image"),
-    ],
+    quirks.BROKEN_FILES,
 )
 def test_bad_files_raise_a_reason_of_their_kind(tmp_path, writer, kind):
     with open(writer(tmp_path / "bad.jpg"), "rb") as stream:

@@ -58,13 +58,7 @@ def kinds(batch: dict[str, np.ndarray]) -> list[str | None]:
 
 @pytest.mark.parametrize(
     "writer, kind",
-    [
-        (quirks.write_empty, "empty file"),
-        (quirks.write_truncated_jpeg, "truncated image"),
-        (quirks.write_text_as_image, "not an image"),
-        (quirks.write_html_as_image, "not an image"),
-        (quirks.write_broken_symlink, "unreadable file"),
-    ],
+    [*quirks.BROKEN_FILES, (quirks.write_broken_symlink, "unreadable file")],
 )
 def test_bad_files_raise_a_reason_and_are_recorded_by_prepare_image(tmp_path, writer, kind):
     path = writer(tmp_path / "bad.jpg")
