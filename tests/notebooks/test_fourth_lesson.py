@@ -29,9 +29,7 @@ from __future__ import annotations
 import torch
 from torchvision.models import ResNet18_Weights, resnet18
 
-from nbhelpers.models import ClassifierSpec, classifier_spec
-from nbhelpers.models import load_pretrained
-from nbhelpers.models import offline_resnet
+from nbhelpers.models import ClassifierSpec, classifier_spec, load_pretrained, offline_resnet
 
 PRETRAINED_WEIGHTS = ResNet18_Weights.DEFAULT
 
