@@ -32,6 +32,8 @@ KINDS = {
 
 NOT_THE_PIPELINE = (IDLE_CPU, OTHER_PROGRAMS)
 """Kinds in the account that no process of the run used."""
+NOT_ONCE_RUNNING = (*NOT_THE_PIPELINE, WORKERS_STARTING)
+"""Kinds left out of "once running": those, and worker processes still starting (start-up)."""
 
 
 def kind_of(service: str) -> str:
@@ -104,8 +106,7 @@ def per_thousand(account: dict) -> dict[str, float]:
 def pipeline_cpu(account: dict) -> float:
     """CPU seconds per 1,000 images that the run's own processes used once running: idle,
     other programs and worker processes still starting (the run's start-up) left out."""
-    left_out = (*NOT_THE_PIPELINE, WORKERS_STARTING)
-    return sum(v for k, v in per_thousand(account).items() if k not in left_out)
+    return sum(v for k, v in per_thousand(account).items() if k not in NOT_ONCE_RUNNING)
 
 
 def split_fixed(accounts: list[dict]) -> dict[str, tuple[float, float]]:
@@ -123,9 +124,7 @@ def split_fixed(accounts: list[dict]) -> dict[str, tuple[float, float]]:
     if len(runs) < 2 or len(rates) < 2:
         return {}
     design = np.array([[a["images"], a["seconds"]] for a in runs])
-    kinds = sorted(
-        {kind for a in runs for kind in a["cpu"]} - {*NOT_THE_PIPELINE, WORKERS_STARTING}
-    )
+    kinds = sorted({kind for a in runs for kind in a["cpu"]} - set(NOT_ONCE_RUNNING))
     out = {}
     for kind in kinds:
         used = np.array([a["cpu"].get(kind, 0.0) for a in runs])
@@ -177,9 +176,10 @@ def print_account(title: str, accounts: list[dict], decode_per_thousand: float) 
     for kind in kinds:
         values = [t.get(kind, 0.0) for t in tables]
         print(f"| {kind} | {median(values):.2f} | {fmt_range(values, 2)} |")
-    pipeline = [sum(v for k, v in t.items() if k not in NOT_THE_PIPELINE) for t in tables]
+    pipeline = [pipeline_cpu(a) for a in accounts if a]
     print(
-        f"| **the run's processes together** | {median(pipeline):.2f} | {fmt_range(pipeline, 2)} |"
+        f"| **the run's processes once running** | {median(pipeline):.2f} | "
+        f"{fmt_range(pipeline, 2)} |"
     )
     print(f"| decoding alone (process pool, no Ray) | {decode_per_thousand:.2f} | |")
 

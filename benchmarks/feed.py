@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -367,7 +368,10 @@ VARIANTS = {
         "Ray Data reserves only each operator's minimum (op_resource_reservation_ratio=0)",
         _reservation_ratio(0.0),
     ),
-    "read-half-cpu": ("read tasks reserve half as many CPUs (two per core)", None),
+    "one-read-per-cpu": (
+        "read tasks reserve twice the CPUs: one per CPU left, the plan before 2026-12-07",
+        None,
+    ),
     "read-4-batches": ("read tasks of 4 times the plan's rows", _read_tasks_of(4)),
     "zero-copy": ("the actor's map_batches with zero_copy_batch=True", None),
     "no-progress": (
@@ -395,13 +399,15 @@ notebook's namespace after each cell (``None``: see :func:`variant_change`)."""
 
 def variant_change(name: str):
     """What ``--variant name`` does to the notebook's namespace after each cell (or ``None``)."""
-    if name == "read-half-cpu":
+    from nbhelpers.pool import READ_TASKS_PER_CPU  # imports Ray: only in the case's process
 
-        def halve(namespace: dict) -> None:
+    if name == "one-read-per-cpu":
+
+        def double(namespace: dict) -> None:
             plan = namespace["plan"]
-            _plan(cpus_per_task=plan.cpus_per_task / 2)(namespace)
+            _plan(cpus_per_task=plan.cpus_per_task * READ_TASKS_PER_CPU)(namespace)
 
-        return halve
+        return double
     if name == "zero-copy":
         return _map_batches_option(zero_copy_batch=True)
     if name == "actor-0.1-cpu":
@@ -409,7 +415,7 @@ def variant_change(name: str):
         def less(namespace: dict) -> None:
             plan = namespace["plan"]
             left = plan.cpus_left_for_tasks + plan.num_actors * (plan.cpus_per_actor - 0.1)
-            per_task = round(left / -(-left // 1), 4)
+            per_task = round(left / (READ_TASKS_PER_CPU * math.ceil(left)), 4)
             _plan(cpus_per_actor=0.1, cpus_left_for_tasks=left, cpus_per_task=per_task)(namespace)
 
         return less
@@ -840,7 +846,7 @@ def print_accounts(rows: list[dict], decode: dict[str, float]) -> None:
         print("| shape | CPU-bound images/s | device-bound | projected images/s |")
         print("| --- | ---: | ---: | ---: |")
         for shape, cpus, gpus, nodes in (
-            ("this machine (2 CPUs, 1 GPU)", os.cpu_count() or 1, 1, 1),
+            (f"this machine ({CORES} CPUs, 1 GPU)", CORES, 1, 1),
             ("16 CPUs, 1 GPU", 16, 1, 1),
             ("2 x 8 CPUs, 2 GPUs", 16, 2, 2),
         ):

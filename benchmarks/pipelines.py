@@ -39,11 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def notebook_entry(only: str):
-    """The catalog's entry (:mod:`nbhelpers.lessons`) of the notebook whose name holds ``only``.
-
-    Imported here, not at the top: the catalog imports torch, whose import a pipeline's
-    own first cell is timed with.
-    """
+    """The lesson's entry (:mod:`nbhelpers.lessons`) of the notebook whose name holds ``only``."""
     from nbhelpers import lessons
 
     return lessons.entry(only)

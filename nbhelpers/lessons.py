@@ -99,7 +99,7 @@ def entry(only: str) -> NotebookEntry:
     found = entries(only)
     if len(found) != 1:
         names = [e.notebook for e in found] or [e.notebook for e in NOTEBOOKS]
-        raise LookupError(f"{len(found)} notebooks match {only!r} in the catalog: {names}")
+        raise LookupError(f"{len(found)} notebooks match {only!r} among the lessons: {names}")
     return found[0]
 
 

@@ -262,10 +262,10 @@ def open_image(
     return open_image_with_size(path, filesystem, preprocess).image
 
 
-@dataclass(frozen=True)
 # One file, read with its failure recorded (the benchmarks and the GPU check) ------------------
 
 
+@dataclass(frozen=True)
 class PreparedImage:
     """One file after reading, decoding and preprocessing (``error`` is None when it worked)."""
 
@@ -284,14 +284,10 @@ def prepare_image(
     The single batch and the Ray read tasks both call this: both see the same pixels.
     """
     try:
-        image, (width, height) = load_image(
-            path, filesystem, preprocess.min_side, min_long_side=preprocess.max_side
-        )
+        image, (width, height) = open_image_with_size(path, filesystem, preprocess)
         return PreparedImage(path, preprocess(image), width, height, None)
-    except DecodeError as error:
+    except DecodeError as error:  # open_image_with_size turns any surprise into one
         return PreparedImage(path, preprocess.empty, 0, 0, str(error))
-    except Exception as error:  # any surprise becomes a recorded failure
-        return PreparedImage(path, preprocess.empty, 0, 0, f"{type(error).__name__}: {error}")
 
 
 # When nothing reads ---------------------------------------------------------------------------

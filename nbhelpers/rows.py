@@ -56,7 +56,7 @@ def predicted_columns(
     """Every row of ``batch`` with ``predict``'s columns, as NumPy columns: every column of
     ``schema``, ``None`` in the model's columns of a failed row (and in those ``predict`` does
     not return), one id per call in ``model_call`` (so that a check can tell which rows were
-    batched together). The GPU check builds a detector's rows with it (:func:`image_rows`)."""
+    batched together)."""
     ok = decoded_mask(batch)
     rows = len(ok)
     out = {name: np.full(rows, None, dtype=object) for name in schema.names}

@@ -169,7 +169,7 @@ def plot_detections(
     """Grid of the first ``limit`` images with their boxes, labels and scores (or the error)."""
     images, titles = [], []
     for row in predictions.head(limit).itertuples():
-        name = str(row.path).rsplit("/", 1)[-1]
+        name = _file_name(row.path)
         shown = _load_small(row.path, filesystem)
         if pd.notna(row.error) or shown is None:
             images.append(None)

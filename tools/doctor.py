@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nbhelpers import lessons
 from nbhelpers.lessons import PROJECT_ROOT, local_copy_of, marker_path
 
 try:
@@ -261,8 +262,7 @@ def check_cached_models() -> list[Check]:
     """Whether the pretrained weights the notebooks load are already on this machine."""
     fix = "`make prefetch` on a machine with network (the notebooks then run offline)."
     try:
-        from nbhelpers import lessons  # needs torch: deferred, the doctor runs without it too
-        from tools import prefetch
+        from tools import prefetch  # needs torch: deferred, the doctor runs without it too
     except Exception as error:  # noqa: BLE001 - report, do not crash
         return [Check("pretrained weights", WARN, f"cannot check ({error})", "`make setup`.")]
     found = {
@@ -281,10 +281,6 @@ def check_cached_models() -> list[Check]:
 def check_cached_datasets() -> list[Check]:
     """Whether the default datasets have a local copy made by ``make prefetch``."""
     fix = "`make prefetch` (or `make prefetch ARGS='--num-images 200'` for a subset)."
-    try:
-        from nbhelpers import lessons  # needs torch: deferred, the doctor runs without it too
-    except Exception as error:  # noqa: BLE001 - report, do not crash
-        return [Check("datasets", WARN, f"cannot check ({error})", "`make setup`.")]
     checks = []
     for uri in lessons.datasets():
         copy = local_copy_of(uri)
